@@ -1,0 +1,1 @@
+"""The dualact code generator: SymPy derivations to readable, numerically stable JAX modules."""

@@ -1,0 +1,1 @@
+"""Runtime support for generated kernels (safe numerics, Hermite series evaluation, DualKernel)."""

@@ -1,0 +1,1 @@
+"""The dualact symbolic engine: parse, normalise, derive dual kernels, Hermite fallback."""
