@@ -1,0 +1,1 @@
+"""Finite-width (empirical) NTK and NNGP: Jacobian contraction, NTK-vector products, structured derivatives."""

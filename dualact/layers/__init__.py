@@ -1,0 +1,1 @@
+"""Infinite-width layer API (neural-tangents-shaped): serial, Dense, Conv, pooling, activations."""
