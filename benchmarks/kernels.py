@@ -1,0 +1,265 @@
+"""Benchmark of the infinite-width kernels (dualact.layers): run time with compile time reported separately.
+
+Cases (the issue's):
+
+* ``fc``: fully connected depth 3 (width irrelevant), W_std=1.5, b_std=0.05, n=1000 inputs of dimension 256
+  (entries N(0, 1/256)), ``kernel_fn(x, None, ("nngp", "ntk"))`` in float64, for 8 activations.
+* ``fc_engine``: the same for tanh and SiLU, which have no closed form (``dualact.derive``); target < 0.5 s.
+* ``myrtle5``: Myrtle-5 CNTK (NNGP and NTK) of 20 CIFAR-sized images 32×32×3, float64, ReLU.
+  neural-tangents takes 48 s on this kind of machine (mostly slow float64 XLA convolutions on CPU).
+  Run twice: with the catalog's ReLU and with a ReLU whose arctan2 is vectorised arithmetic (the test
+  double in ``tests/_duals.py``; XLA's CPU arctan2 is a scalar libm call).
+* ``fc_large``: n=20,000 fully connected (ReLU, depth 3), NNGP and NTK, computed in memory-bounded tiles
+  (1 GiB working-set budget) into host memory.
+
+Compile time = first call − best later call (the first call compiles every step; later calls hit the
+caches). All JAX devices are used (one on a plain CPU; set
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to split the work over N host devices). Activations
+come from ``dualact.catalog`` when it has them, else from the closed-form test doubles (column ``source``).
+
+Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large] [--repeats 3]``.
+Results: ``benchmarks/results/kernels.json`` and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # closed-form test doubles (_duals.py)
+RESULTS = ROOT / "benchmarks" / "results" / "kernels.json"
+NEURAL_TANGENTS = {"myrtle5": 48.0}
+
+# name -> (catalog entry, params, test-double factory name)
+FC_ACTIVATIONS = {
+    "relu": ("relu", {}, "relu"),
+    "leaky_relu": ("leaky_relu", {"alpha": 0.1}, "leaky_relu"),
+    "abs": ("abs", {}, "abs"),
+    "erf": ("erf_family", {"a": 1.0, "b": 1.0, "c": 0.0}, "erf"),
+    "gelu": ("gelu", {}, "gelu"),
+    "sin": ("sin", {}, "sin"),
+    "gaussian": ("gaussian", {}, "gaussian"),
+    "gabor": ("gabor", {}, "gabor"),
+}
+ENGINE_ACTIVATIONS = {"tanh": "tanh(x)", "silu": "x/(1+exp(-x))"}
+
+
+def _activation(name):
+    """(Activation layer, source) from the catalog if possible, else the test double."""
+    from dualact import layers as L
+
+    entry, params, double = FC_ACTIVATIONS[name]
+    try:
+        from dualact import catalog
+
+        catalog.get(entry)
+        return L.Activation(entry, **params), "catalog"
+    except Exception:
+        import _duals
+
+        d = _duals.get(double)
+        if name == "leaky_relu":
+            return L.Activation(d, alpha=0.1), "test double"
+        return L.Activation(d), "test double"
+
+
+def _block(out):
+    import jax
+
+    return jax.block_until_ready(out)
+
+
+def _time(fn, repeats):
+    t0 = time.perf_counter()
+    _block(fn())
+    first = time.perf_counter() - t0
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _block(fn())
+        runs.append(time.perf_counter() - t0)
+    run = min(runs)
+    return {"run_s": run, "compile_s": max(first - run, 0.0), "first_call_s": first, "runs_s": runs}
+
+
+def bench_fc(repeats):
+    import numpy as np
+
+    from dualact import layers as L
+
+    x = np.random.default_rng(0).normal(0.0, 1 / 16, size=(1000, 256))
+    rows = []
+    for name in FC_ACTIVATIONS:
+        act, source = _activation(name)
+        net = L.fully_connected(3, 512, act, W_std=1.5, b_std=0.05)
+        r = _time(lambda net=net: net.kernel_fn(x, None, ("nngp", "ntk")), repeats)
+        rows.append({"case": "fc", "activation": name, "source": source, "n": 1000, "d": 256, **r})
+    return rows
+
+
+def bench_fc_engine(repeats):
+    import numpy as np
+
+    from dualact import layers as L
+
+    x = np.random.default_rng(0).normal(0.0, 1 / 16, size=(1000, 256))
+    rows = []
+    for name, expr in ENGINE_ACTIVATIONS.items():
+        row = {
+            "case": "fc_engine",
+            "activation": name,
+            "expression": expr,
+            "n": 1000,
+            "d": 256,
+            "target_s": 0.5,
+        }
+        try:
+            t0 = time.perf_counter()
+            act = L.Activation(name)
+            row["resolve_s"] = time.perf_counter() - t0
+            row["source"] = "catalog/derive"
+        except Exception as e:  # no catalog entry and no derivation engine yet
+            try:
+                act = L.Activation(expr)
+                row["source"] = "derive"
+            except Exception as e2:
+                row.update(status="unavailable", error=f"{type(e).__name__}: {e} / {type(e2).__name__}: {e2}")
+                rows.append(row)
+                continue
+        net = L.fully_connected(3, 512, act, W_std=1.5, b_std=0.05)
+        row.update(_time(lambda net=net: net.kernel_fn(x, None, ("nngp", "ntk")), repeats))
+        rows.append(row)
+    return rows
+
+
+def bench_myrtle(repeats):
+    import _duals
+    import numpy as np
+
+    from dualact import layers as L
+
+    x = np.random.default_rng(0).normal(size=(20, 32, 32, 3))
+    rows = []
+    variants = [("catalog relu", lambda: L.Activation("relu")), ("relu, vectorised arctan2", _duals.relu)]
+    for label, make in variants:
+        try:
+            act = make()
+        except Exception as e:
+            rows.append({"case": "myrtle5", "activation": label, "status": "unavailable", "error": str(e)})
+            continue
+        net = L.myrtle(5, act=act, out_dim=1)
+        est = L.estimate_cost(net, x.shape)
+        r = _time(lambda net=net: net.kernel_fn(x, None, ("nngp", "ntk")), max(1, repeats - 1))
+        rows.append(
+            {
+                "case": "myrtle5",
+                "activation": label,
+                "n": 20,
+                "image": "32x32x3",
+                **r,
+                "neural_tangents_s": NEURAL_TANGENTS["myrtle5"],
+                "speedup_vs_nt": NEURAL_TANGENTS["myrtle5"] / r["run_s"],
+                "estimate": est.summary(),
+                "estimate_gflop": est.flops / 1e9,
+            }
+        )
+    return rows
+
+
+def bench_fc_large(repeats):
+    import _duals
+    import numpy as np
+
+    from dualact import layers as L
+
+    try:
+        from dualact import catalog
+
+        catalog.get("relu")
+        act, source = L.Activation("relu"), "catalog"
+    except Exception:
+        act, source = L.Activation(_duals.relu()), "test double"
+    n = 20_000
+    x = np.random.default_rng(0).normal(0.0, 1 / 16, size=(n, 256))
+    net = L.fully_connected(3, 512, act, W_std=1.5, b_std=0.05)
+    est = L.estimate_cost(net, x.shape)
+    t0 = time.perf_counter()
+    k = net.kernel_fn(x, None, ("nngp", "ntk"))
+    total = time.perf_counter() - t0
+    ok = bool(np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all())
+    return [
+        {
+            "case": "fc_large",
+            "activation": "relu",
+            "source": source,
+            "n": n,
+            "d": 256,
+            "total_s": total,
+            "estimate": est.summary(),
+            "finite": ok,
+            "output_gib": 2 * k.nngp.nbytes / 2**30,
+        }
+    ]
+
+
+CASES = {"fc": bench_fc, "fc_engine": bench_fc_engine, "myrtle5": bench_myrtle, "fc_large": bench_fc_large}
+
+
+def _table(rows):
+    lines = [f"{'case':10} {'activation':26} {'source':12} {'run s':>9} {'compile s':>10}  note"]
+    for r in rows:
+        run = r.get("run_s", r.get("total_s"))
+        run = "-" if run is None else f"{run:9.3f}"
+        comp = "-" if "compile_s" not in r else f"{r['compile_s']:10.2f}"
+        note = ""
+        if "speedup_vs_nt" in r:
+            note = f"neural-tangents {r['neural_tangents_s']:.0f} s -> {r['speedup_vs_nt']:.1f}x"
+        if r.get("status") == "unavailable":
+            note = "unavailable: " + r.get("error", "")[:80]
+        if "target_s" in r and "run_s" in r:
+            note = f"target < {r['target_s']} s"
+        if r.get("case") == "fc_large":
+            note = f"{r['output_gib']:.1f} GiB output, tiled"
+        src = r.get("source", "")
+        lines.append(f"{r['case']:10} {r['activation']:26} {src:12} {run:>9} {comp:>10}  {note}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    rows = []
+    for case in args.cases.split(","):
+        rows.extend(CASES[case](args.repeats))
+        print(f"done: {case}", flush=True)
+    meta = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "loadavg": os.getloadavg(),
+        "x64": True,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    old_rows = [r for r in old.get("rows", []) if r["case"] not in args.cases.split(",")]
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": old_rows + rows}, indent=1))
+    print(_table(old_rows + rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Numerically stabilising rewrites of SymPy kernel formulas, and symbolic partial derivatives.
+
+Formulas from the engine contain ``asin``/``acos`` of a correlation and square roots of radicands such as
+``q11*q22 - q12**2`` that vanish at ρ = ±1 and turn slightly negative through rounding. Before printing we
+
+* turn ``asin(n/d)`` into ``safe_atan2(n, safe_sqrt(d**2 - n**2))`` and ``acos(n/d)`` into
+  ``safe_atan2(safe_sqrt(d**2 - n**2), n)`` (``d`` a non-negative denominator, so ``d**2 - n**2`` is the
+  homogeneous radicand ``q11*q22 - q12**2`` or ``Q - q12**2``),
+* turn ``atan2`` (and ``atan(n/d)`` with ``d ≥ 0``) into ``safe_atan2``,
+* turn every square root whose argument contains ``q12`` into ``safe_sqrt`` (clamped at 0).
+
+:func:`partials` differentiates a stabilised formula with the square roots and angles frozen into symbols and
+then reduces ``R**2 → radicand``, so terms that cancel analytically at ρ = ±1 (ReLU: ∂T/∂q12 = (π − θ)/2π)
+cancel symbolically, and genuinely infinite derivatives (step: ∂T/∂q12 = 1/(2π√(q11 q22 − q12²))) come
+out as an explicit negative power of the root, which evaluates to ±inf rather than NaN or a silent 0.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import sympy as sp
+
+from dualact.symbolic.symbols import q11, q12, q22
+
+
+class safe_sqrt(sp.Function):  # noqa: N801 - printed name
+    """√max(y, 0) (printed as ``_num.safe_sqrt``)."""
+
+    nargs = 1
+    is_real = True
+    is_nonnegative = True
+
+    def fdiff(self, argindex=1):
+        return 1 / (2 * safe_sqrt(self.args[0]))
+
+
+class safe_atan2(sp.Function):  # noqa: N801 - printed name
+    """atan2(y, x) with value π/2 at (0, 0) (printed as ``_num.safe_atan2``)."""
+
+    nargs = 2
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        y, x = self.args
+        r2 = x**2 + y**2
+        return x / r2 if argindex == 1 else -y / r2
+
+
+def _nonnegative(e: sp.Expr) -> bool:
+    return bool(e.is_nonnegative) or (isinstance(e, sp.Pow) and e.exp == sp.S.Half)
+
+
+def _split(arg: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """``arg = n/d`` with ``d ≥ 0`` (``d = 1`` when no such split is evident)."""
+    n, d = sp.fraction(sp.together(arg))
+    if d != 1 and all(_nonnegative(f) for f in sp.Mul.make_args(d)):
+        return n, d
+    if d != 1 and all(_nonnegative(f) for f in sp.Mul.make_args(-d)):
+        return -n, -d
+    return arg, sp.S.One
+
+
+def _arc_to_atan2(e: sp.Expr) -> sp.Expr:
+    n, d = _split(e.args[0])
+    radicand = d**2 - n**2
+    expanded = sp.expand(radicand)
+    if sp.count_ops(expanded) < sp.count_ops(radicand):
+        radicand = expanded
+    root = safe_sqrt(radicand)
+    return safe_atan2(n, root) if isinstance(e, sp.asin) else safe_atan2(root, n)
+
+
+def _atan_to_atan2(e: sp.Expr) -> sp.Expr:
+    n, d = _split(e.args[0])
+    return safe_atan2(n, d) if d != 1 else e
+
+
+def stabilize(expr: sp.Expr, singular_vars: Sequence[sp.Symbol] = (q12,)) -> sp.Expr:
+    """Apply the stabilising rewrites (see the module docstring).
+
+    ``singular_vars``: square roots whose argument contains one of these become ``safe_sqrt``.
+    """
+    if expr is None:
+        return None
+    e = sp.sympify(expr)
+    e = e.replace(lambda t: isinstance(t, (sp.asin, sp.acos)), _arc_to_atan2)
+    e = e.replace(lambda t: isinstance(t, sp.atan2), lambda t: safe_atan2(*t.args))
+    e = e.replace(lambda t: isinstance(t, sp.atan), _atan_to_atan2)
+    svars = set(singular_vars)
+
+    def is_q12_root(t):
+        return (
+            isinstance(t, sp.Pow)
+            and t.exp.is_Rational
+            and t.exp.q == 2
+            and bool(t.base.free_symbols & svars)
+            and not isinstance(t.base, safe_sqrt)
+        )
+
+    e = e.replace(is_q12_root, lambda t: safe_sqrt(t.base) ** t.exp.p)
+    return e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# frozen-symbol differentiation
+
+
+def _safe_atoms(expr: sp.Expr) -> tuple[list, list]:
+    roots = sorted(expr.atoms(safe_sqrt), key=sp.default_sort_key)
+    angles = sorted(expr.atoms(safe_atan2), key=sp.default_sort_key)
+    return roots, angles
+
+
+def vanishes_on_boundary(radicand: sp.Expr, params: Sequence[sp.Symbol] = (), trials: int = 4) -> bool:
+    """Whether ``radicand`` vanishes at ρ = ±1 (q12² = q11 q22) for generic variances and parameters.
+
+    Decided numerically at random points (deterministic seed) with 30 digits.
+    """
+    rng = random.Random(1234)
+    syms = sorted(radicand.free_symbols - {q11, q12, q22}, key=lambda s: s.name)
+    for sign in (1, -1):
+        zero = True
+        for _ in range(trials):
+            a, b = sp.Rational(rng.randint(3, 30), 7), sp.Rational(rng.randint(3, 30), 11)
+            subs = {q11: a, q22: b, q12: sign * sp.sqrt(a * b)}
+            subs.update({s: sp.Rational(rng.randint(3, 20), 13) for s in syms})
+            val = radicand.xreplace(subs).evalf(30)
+            scale = 1 + abs(a) + abs(b)
+            if not val.is_number or abs(complex(val)) > 1e-20 * scale**4:
+                zero = False
+                break
+        if zero:
+            return True
+    return False
+
+
+def _reduce_mod_root(expr: sp.Expr, R: sp.Symbol, r: sp.Expr) -> sp.Expr:
+    """Rewrite ``expr`` (rational in R) as Σ terms with explicit powers of R, using R² = r."""
+    num, den = sp.fraction(sp.together(expr))
+
+    def split(p):
+        p = sp.expand(p)
+        coeffs = sp.collect(p, R, evaluate=False)
+        even, odd = sp.S.Zero, sp.S.Zero
+        for k, c in coeffs.items():
+            power = sp.degree(k, R) if k != 1 else 0
+            if power % 2 == 0:
+                even += c * r ** (power // 2)
+            else:
+                odd += c * r ** (power // 2)
+        return sp.expand(even), sp.expand(odd)
+
+    n0, n1 = split(num)
+    d0, d1 = split(den)
+    if d1 != 0:
+        if d0 == 0:  # (n0 + n1 R)/(d1 R) = (n0 R + n1 r)/(d1 r)
+            n0, n1, d = n1 * r, n0, d1 * r
+        else:
+            n0, n1, d = n0 * d0 - n1 * d1 * r, n1 * d0 - n0 * d1, d0**2 - d1**2 * r
+        d = sp.expand(d)
+    else:
+        d = d0
+
+    def term(c, base_power):
+        if c == 0:
+            return sp.S.Zero
+        t = sp.cancel(c / d)
+        tn, td = sp.fraction(t)
+        m = 0
+        while td != 0 and not td.is_number:
+            qt = sp.cancel(td / r)
+            if sp.fraction(qt)[1].is_number:
+                td, m = qt, m + 1
+            else:
+                break
+        return tn / td * R ** (base_power - 2 * m)
+
+    return term(n0, 0) + term(n1, 1)
+
+
+def partials(
+    expr: sp.Expr, wrt: Sequence[sp.Symbol], params: Sequence[sp.Symbol] = ()
+) -> tuple[list[sp.Expr], bool]:
+    """Partial derivatives of a stabilised formula with respect to ``wrt``.
+
+    Returns ``(derivatives, singular)`` where ``singular`` says whether some root vanishes at ρ = ±1 (then
+    a ``jax.custom_jvp`` with these partials is needed: plain autodiff through ``safe_sqrt`` would give a
+    silent 0 or NaN there).
+    """
+    roots, angles = _safe_atoms(expr)
+    rsyms = [sp.Dummy(f"R{i}", positive=True) for i in range(len(roots))]
+    tsyms = [sp.Dummy(f"T{i}", real=True) for i in range(len(angles))]
+    # freeze angles first (their arguments contain roots), then roots
+    frozen_angles = [(a, t) for a, t in zip(angles, tsyms, strict=True)]
+    frozen_roots = [(rt, s) for rt, s in zip(roots, rsyms, strict=True)]
+    root_map = dict(frozen_roots)
+    f = expr.xreplace({a: t for a, t in frozen_angles})
+    f = f.xreplace(root_map)
+    angle_args = [tuple(sp.sympify(arg).xreplace(root_map) for arg in a.args) for a, _ in frozen_angles]
+    radicands = [rt.args[0] for rt, _ in frozen_roots]
+    singular = [vanishes_on_boundary(r, params) for r in radicands]
+
+    def d_root(i, v):
+        return sp.diff(radicands[i], v) / (2 * rsyms[i])
+
+    def total(g, v):
+        # total derivative of g (in frozen symbols) with respect to v
+        out = sp.diff(g, v)
+        for i, s in enumerate(rsyms):
+            if g.has(s):
+                out += sp.diff(g, s) * d_root(i, v)
+        return out
+
+    derivs = []
+    for v in wrt:
+        dv = sp.diff(f, v)
+        for i, s in enumerate(rsyms):
+            if f.has(s):
+                dv += sp.diff(f, s) * d_root(i, v)
+        for (y, x), t in zip(angle_args, tsyms, strict=True):
+            if f.has(t):
+                dtheta = (x * total(y, v) - y * total(x, v)) / (x**2 + y**2)
+                dv += sp.diff(f, t) * dtheta
+        for i, s in enumerate(rsyms):
+            if singular[i] and dv.has(s):
+                dv = _reduce_mod_root(dv, s, radicands[i])
+        back = {s: rt for rt, s in frozen_roots}
+        dv = dv.xreplace({t: a.xreplace({}) for a, t in frozen_angles})
+        dv = dv.xreplace(back)
+        derivs.append(dv)
+    return derivs, any(singular)
+
+
+def needs_custom_jvp(expr: sp.Expr, params: Sequence[sp.Symbol] = ()) -> bool:
+    """True when ``expr`` has a square root that vanishes at ρ = ±1 (autodiff would be silently wrong)."""
+    roots, _ = _safe_atoms(expr)
+    return any(vanishes_on_boundary(rt.args[0], params) for rt in roots)

@@ -1,0 +1,230 @@
+"""Activation layers: a dual kernel applied to Gaussian pre-activations.
+
+``Activation(name_or_expr, **params)`` takes a catalog name (``"relu"``, ``"gelu"``...), any activation
+expression (``"x*tanh(softplus(x))"``, derived by :func:`dualact.derive`), or a ``DualKernel``-like object.
+``Elementwise(fn, nngp_fn, ntk_factor_fn=None)`` wraps a user-supplied closed form.
+
+Kernel map (pitfall 11 of the digest): with pre-activation covariances (q11, q12, q22),
+``nngp → T(q11, q12, q22)`` and ``ntk → ntk · Ṫ(q11, q12, q22)``. Entries where both variables coincide
+(the same input at the same pixel, only when ``x2 is None``) use the exact diagonal maps ``T(q, q, q)``
+and ``Ṫ(q, q, q)`` of the dual kernel, never the off-diagonal formula evaluated at ρ = 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dualact.layers.base import Layer
+from dualact.layers.kernel import diagonal_mask, materialize, outer_variances
+
+_INTERFACE = ("nngp", "ntk_factor", "diag", "ntk_diag", "activation")
+
+
+def _is_dual_kernel(obj) -> bool:
+    return all(callable(getattr(obj, a, None)) for a in ("nngp", "ntk_factor", "diag"))
+
+
+def _resolve_activation(spec, params: dict[str, Any]):
+    """Turn a name, an expression or a DualKernel-like object into a DualKernel.
+
+    Order: an object with ``nngp``/``ntk_factor``/``diag`` methods is used as is; a string is looked up
+    with ``dualact.catalog.get`` and, if the catalog does not know it, derived with ``dualact.derive``.
+    """
+    if _is_dual_kernel(spec):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(
+            "Activation expects a catalog name, an expression string or a DualKernel; "
+            f"got {type(spec).__name__}"
+        )
+    catalog_error: Exception | None = None
+    try:
+        from dualact import catalog
+
+        getter = getattr(catalog, "get", None)
+        if getter is not None:
+            found = getter(spec)
+            if found is not None:
+                return found
+    except Exception as e:  # unknown name, or catalog not generated yet
+        catalog_error = e
+    import dualact
+
+    derive = getattr(dualact, "derive", None)
+    if derive is None:
+        from dualact.errors import DerivationError
+
+        raise DerivationError(
+            f"cannot resolve activation {spec!r}: not in the catalog ({catalog_error}) and the derivation "
+            "engine (dualact.derive) is not available"
+        ) from catalog_error
+    return derive(spec, params=params)
+
+
+class Activation(Layer):
+    """Elementwise nonlinearity σ with its exact dual kernel.
+
+    Args:
+      name_or_expr: catalog name, expression in ``x`` (e.g. ``"x*tanh(softplus(x))"``) or a DualKernel.
+      **params: values of the activation's parameters (e.g. ``alpha=0.1``); they may be JAX tracers, so
+        kernels are differentiable with respect to them.
+
+    >>> import jax.numpy as jnp
+    >>> from dualact import layers as L
+    >>> L.Activation("relu")                                      # doctest: +SKIP
+    Activation(name='relu', params={})
+    """
+
+    _hyper = ("spec", "params")
+
+    def __init__(self, name_or_expr, **params):
+        self.spec = name_or_expr
+        self.params = dict(params)
+        self.dual = _resolve_activation(name_or_expr, self.params)
+
+    @property
+    def activation_name(self) -> str:
+        return getattr(self.dual, "name", str(self.spec))
+
+    def __repr__(self):
+        return f"Activation(name={self.activation_name!r}, params={self.params})"
+
+    def _apply(self, params, inputs, **kwargs):
+        return self.dual.activation(inputs, **self.params)
+
+    def _kernel(self, k):
+        return apply_dual(self.dual, self.params, k, type(self).__name__)
+
+
+def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
+    """The kernel map of an activation layer (shared by Activation and Elementwise)."""
+    if not k.is_gaussian:
+        raise ValueError(
+            f"{layer_name}: the input of an activation must be Gaussian, i.e. a Dense/Conv layer (or other "
+            "random affine map) must come right before it"
+        )
+    p = params
+    var1, var2 = k.variances()
+    want_ntk = k.track_ntk and k.ntk is not None
+
+    def pointwise(q11, q12, q22, ntk, mask):
+        """T (and ntk·Ṫ) on one block of entries; ``mask`` marks coincident variables (or is None)."""
+        if mask is not None:
+            q12_off = jnp.where(mask, jnp.zeros((), q12.dtype), q12)
+            t = jnp.where(mask, dual.diag(q11, **p), dual.nngp(q11, q12_off, q22, **p))
+        else:
+            q12_off = q12
+            t = dual.nngp(q11, q12, q22, **p)
+        out_ntk = None
+        if ntk is not None:
+            factor = dual.ntk_factor(q11, q12_off, q22, **p)
+            if mask is not None:
+                factor = jnp.where(mask, _ntk_diag(dual, q11, p), factor)
+            out_ntk = (ntk * factor).astype(ntk.dtype)
+        return t.astype(q12.dtype), out_ntk
+
+    nngp = ntk = None
+    if k.nngp is not None:  # cross kernel
+        q11, q22 = outer_variances(var1, var2, 2)
+        args = (q11, k.nngp, q22, k.ntk if want_ntk else None, k.coincident_mask())
+        nngp, ntk = _blockwise(pointwise, args, 2, k.n_spatial)
+
+    def self_cov(cov, var):  # all pixel pairs of one input
+        if cov is None:
+            return None
+        if k.n_spatial == 0:
+            return dual.diag(cov, **p).astype(cov.dtype)
+        a, b = outer_variances(var, var, 1)
+        m = diagonal_mask(cov.shape, 1, True)
+        return _blockwise(pointwise, (a, cov, b, None, m), 1, k.n_spatial)[0]
+
+    return k.replace(
+        nngp=nngp, ntk=ntk, cov1=self_cov(k.cov1, var1), cov2=self_cov(k.cov2, var2), is_gaussian=False
+    )
+
+
+def _blockwise(fn, args, batch_ndim, n_spatial):
+    """``fn(*args)``; for image kernels the results are materialised (see :func:`materialize`): a stencil
+    (convolution, pooling) follows, which would otherwise re-evaluate the formula for every shifted read."""
+    out = fn(*args)
+    return materialize(out) if n_spatial else out
+
+
+def _ntk_diag(dual, q, p):
+    fn = getattr(dual, "ntk_diag", None)
+    if fn is None:
+        return dual.ntk_factor(q, q, q, **p)
+    return fn(q, **p)
+
+
+class _ElementwiseDual:
+    """DualKernel adapter around user closed forms ``nngp_fn(cov12, var1, var2)`` (neural-tangents order)."""
+
+    def __init__(self, fn, nngp_fn, ntk_factor_fn=None, name=None):
+        self._fn, self._nngp, self._ntk = fn, nngp_fn, ntk_factor_fn
+        self.name = name or getattr(fn, "__name__", None) or getattr(nngp_fn, "__name__", "elementwise")
+        self.params = ()
+
+    def nngp(self, q11, q12, q22):
+        return self._nngp(q12, q11, q22)
+
+    def ntk_factor(self, q11, q12, q22):
+        if self._ntk is not None:
+            return self._ntk(q12, q11, q22)
+        q11, q12, q22 = jnp.broadcast_arrays(q11, q12, q22)
+        # Price's theorem: Ṫ = ∂T/∂q12, elementwise, by a forward-mode derivative
+        _, dot = jax.jvp(lambda c: self._nngp(c, q11, q22), (q12,), (jnp.ones_like(q12),))
+        return dot
+
+    def diag(self, q):
+        return self._nngp(q, q, q)
+
+    def ntk_diag(self, q):
+        return self.ntk_factor(q, q, q)
+
+    def activation(self, x):
+        if self._fn is None:
+            raise NotImplementedError("Elementwise layer built without fn: apply_fn is unavailable")
+        return self._fn(x)
+
+
+class Elementwise(Activation):
+    """Activation from a user-supplied closed form, as ``neural_tangents.stax.Elementwise``.
+
+    Args:
+      fn: the activation σ (for ``apply_fn``); may be ``None`` for a kernel-only layer.
+      nngp_fn: ``nngp_fn(cov12, var1, var2) = E[σ(u)σ(v)]`` (argument order of neural-tangents).
+      ntk_factor_fn: ``E[σ'(u)σ'(v)]`` with the same signature; by default ∂nngp_fn/∂cov12 (autodiff).
+
+    >>> import jax.numpy as jnp
+    >>> from dualact import layers as L
+    >>> def nngp_fn(c, v1, v2):
+    ...     return 2 / jnp.pi * jnp.arcsin(2 * c / jnp.sqrt((1 + 2 * v1) * (1 + 2 * v2)))
+    >>> net = L.serial(L.Dense(1), L.Elementwise(jax.scipy.special.erf, nngp_fn), L.Dense(1))
+    >>> net.kernel_fn(jnp.ones((2, 3)), get="ntk").shape
+    (2, 2)
+    """
+
+    _hyper = ("fn", "nngp_fn", "ntk_factor_fn")
+
+    def __init__(self, fn=None, nngp_fn=None, ntk_factor_fn=None):
+        if nngp_fn is None and fn is None:
+            raise ValueError("Elementwise needs fn (finite network) and/or nngp_fn (kernel)")
+        self.fn, self.nngp_fn, self.ntk_factor_fn = fn, nngp_fn, ntk_factor_fn
+        self.spec = fn
+        self.params = {}
+        self.dual = _ElementwiseDual(fn, nngp_fn, ntk_factor_fn)
+
+    def __repr__(self):
+        return f"Elementwise(name={self.dual.name!r})"
+
+    def _kernel(self, k):
+        if self.nngp_fn is None:
+            raise NotImplementedError("Elementwise layer built without nngp_fn: kernel_fn is unavailable")
+        return apply_dual(self.dual, {}, k, "Elementwise")
+
+
+__all__ = ["Activation", "Elementwise", "apply_dual"]

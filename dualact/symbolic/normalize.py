@@ -1,0 +1,174 @@
+"""Normalisation of an activation into a canonical sum of terms.
+
+Max/Min/Abs/sign become Heaviside form; Heaviside of a linear argument through 0 becomes ``H(x)`` (using
+``H(-x) = 1 - H(x)``, exact also at 0 with SymPy's H(0) = 1/2); products are expanded; DiracDelta terms are
+reduced to ``c·δ⁽ᵐ⁾(x)``. The result is a list of additive terms the derivation tiers work on.
+
+>>> from dualact.symbolic.symbols import x
+>>> import sympy as sp
+>>> to_heaviside(sp.Max(x, x / 10))
+9*x*Heaviside(x)/10 + x/10
+"""
+
+from __future__ import annotations
+
+import mpmath
+import sympy as sp
+
+from dualact.errors import DivergentActivationError
+from dualact.symbolic.symbols import x
+
+H = sp.Heaviside
+DELTA = sp.DiracDelta
+
+
+def _max2(a, b):
+    return b + (a - b) * H(a - b)
+
+
+def _min2(a, b):
+    return a - (a - b) * H(a - b)
+
+
+def _fold(fn, args):
+    out = args[0]
+    for arg in args[1:]:
+        out = fn(out, arg)
+    return out
+
+
+def _heaviside_through_zero(arg):
+    """H(k·x) for numeric k → H(x) or 1 − H(x); anything else unchanged."""
+    coeff, rest = sp.expand(arg).as_independent(x, as_Add=False)
+    if rest == x and coeff.is_number and coeff != 0:
+        return H(x) if coeff > 0 else 1 - H(x)
+    return H(arg)
+
+
+def to_heaviside(expr: sp.Expr) -> sp.Expr:
+    """Rewrite Max, Min, Abs and sign into Heaviside form and canonicalise H(k·x)."""
+    expr = expr.replace(sp.Max, lambda *a: _fold(_max2, a))
+    expr = expr.replace(sp.Min, lambda *a: _fold(_min2, a))
+    expr = expr.replace(sp.Abs, lambda a: a * (2 * H(a) - 1))
+    expr = expr.replace(sp.sign, lambda a: 2 * H(a) - 1)
+    expr = expr.replace(H, lambda *a: _heaviside_through_zero(a[0]))
+    expr = sp.expand(expr)
+    return _reduce_heaviside_powers(expr)
+
+
+def _reduce_heaviside_powers(expr):
+    return expr.replace(lambda e: e.is_Pow and e.base == H(x) and e.exp.is_Integer and e.exp > 0, lambda e: H(x))
+
+
+def reduce_deltas(expr: sp.Expr) -> sp.Expr:
+    """p(x)·δ⁽ᵐ⁾(x) → Σⱼ (−1)ʲ C(m,j) p⁽ʲ⁾(0) δ⁽ᵐ⁻ʲ⁾(x), term by term (δ at 0 only)."""
+    out = 0
+    for term in sp.Add.make_args(sp.expand(expr)):
+        deltas = [f for f in sp.Mul.make_args(term) if isinstance(f, DELTA)]
+        if not deltas:
+            out += term
+            continue
+        if len(deltas) > 1:
+            raise ValueError("products of Dirac deltas are not distributions")
+        d = deltas[0]
+        if d.args[0] != x:
+            raise ValueError("Dirac delta away from 0")
+        m = int(d.args[1]) if len(d.args) > 1 else 0
+        p = term / d
+        for j in range(m + 1):
+            pj = sp.diff(p, x, j).subs(x, 0)
+            if pj != 0:
+                out += (-1) ** j * sp.binomial(m, j) * pj * (DELTA(x, m - j) if m - j else DELTA(x))
+    return sp.expand(out)
+
+
+def derivative(expr: sp.Expr, order: int = 1) -> sp.Expr:
+    """The distributional derivative, with Dirac-delta terms reduced to c·δ⁽ᵐ⁾(x)."""
+    out = expr
+    for _ in range(order):
+        out = reduce_deltas(_reduce_heaviside_powers(sp.expand(sp.diff(out, x))))
+    return out
+
+
+def ae_derivative(expr: sp.Expr) -> sp.Expr:
+    """The almost-everywhere derivative σ' (Dirac-delta terms dropped)."""
+    d = sp.diff(expr, x)
+    return sp.expand(d.replace(lambda e: isinstance(e, DELTA), lambda e: sp.S.Zero))
+
+
+def jump_at_zero(expr: sp.Expr) -> sp.Expr:
+    """σ(0+) − σ(0−) for an expression in Heaviside form (0 for continuous σ)."""
+    right = expr.subs(H(x), 1)
+    left = expr.subs(H(x), 0)
+    return sp.simplify(sp.limit(right - left, x, 0))
+
+
+def is_continuous(expr: sp.Expr) -> bool:
+    """True when σ has no jump (kinks allowed)."""
+    shifted = [h for h in expr.atoms(H) if h.args[0] != x]
+    if shifted:
+        # a jump at a shifted kink k: coefficient of H(x-k) evaluated at k
+        for h in shifted:
+            k_roots = sp.solve(h.args[0], x)
+            coeff = sp.expand(expr).coeff(h)
+            if any(sp.simplify(coeff.subs(x, r)) != 0 for r in k_roots):
+                return False
+    return jump_at_zero(expr) == 0 if expr.has(H(x)) else True
+
+
+def homogeneity_degree(expr: sp.Expr) -> int | None:
+    """k if σ(λx) = λᵏσ(x) for all λ > 0 (σ in Heaviside form), else None.
+
+    >>> homogeneity_degree(x * sp.Heaviside(x)), homogeneity_degree(2 * sp.Heaviside(x) - 1)
+    (1, 0)
+    """
+    degrees = set()
+    for term in sp.Add.make_args(sp.expand(expr)):
+        coeff, dep = term.as_independent(x, as_Add=False)
+        factors = sp.Mul.make_args(dep)
+        n = 0
+        for f in factors:
+            if f == x:
+                n += 1
+            elif f.is_Pow and f.base == x and f.exp.is_Integer and f.exp > 0:
+                n += int(f.exp)
+            elif f == H(x) or f == 1:
+                continue
+            else:
+                return None
+        degrees.add(n)
+    if len(degrees) != 1:
+        return None
+    return degrees.pop()
+
+
+def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
+    """Raise DivergentActivationError if σ grows like exp(εx²) or faster (E[σ(u)²] = ∞ for large variance)."""
+    e = expr.subs(params or {})
+    if e.free_symbols - {x}:
+        e = e.subs({s: 1 for s in e.free_symbols - {x}})
+    for sub in e.atoms(sp.exp):
+        arg = sub.args[0]
+        if arg.is_polynomial(x):
+            poly = sp.Poly(arg, x)
+            if poly.degree() >= 3 or (poly.degree() == 2 and poly.LC().is_positive):
+                raise DivergentActivationError(
+                    f"E[σ(u)²] diverges for Gaussian u: {sub} grows like exp(εx²) or faster"
+                )
+    f = sp.lambdify(x, e, modules="mpmath")
+    with mpmath.workdps(30):
+        growth = []
+        for point in (1e3, 1e4):
+            vals = []
+            for sgn in (1, -1):
+                try:
+                    v = abs(mpmath.mpmathify(f(mpmath.mpf(sgn * point))))
+                except (OverflowError, ZeroDivisionError, ValueError, TypeError):
+                    v = mpmath.inf
+                vals.append(v)
+            top = max(vals)
+            growth.append(mpmath.inf if top == mpmath.inf else (mpmath.log(top) / point**2 if top > 1 else 0))
+    if growth[0] > 1e-6 and growth[1] > 1e-6:
+        raise DivergentActivationError(
+            f"E[σ(u)²] diverges for Gaussian u of large variance: σ = {expr} grows like exp(εx²) or faster"
+        )
