@@ -478,5 +478,24 @@ def _catalog_remove(args, out: Output) -> int:
     return EXIT_OK
 
 
+@command(
+    "demo",
+    help="derive a new activation, fit a deep kernel to handwritten digits and plot it",
+    description="Derive the dual kernel of Snake, σ(x) = x + sin²(x), compute the NNGP/NTK of a deep fully "
+    "connected network on scikit-learn's digits, report the kernel-regression test accuracy and write PNG "
+    "plots (needs scikit-learn and matplotlib).",
+    arguments=[
+        arg("--out", metavar="DIR", default="demo_out", help="folder for the plots (default: demo_out)"),
+        arg("--quick", action="store_true", help="a smaller, faster run"),
+        arg("--n-train", type=int, metavar="N", help="training points out of 1797 (default 1500)"),
+    ],
+)
+def _demo(args, out: Output) -> int:
+    from dualact.demo import run_demo
+
+    run_demo(args.out, n_train=args.n_train, quick=args.quick, print_fn=out.print)
+    return EXIT_OK
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -38,6 +38,10 @@ class DivergentActivationError(DualactError, ValueError):
     """E[σ(u)²] is infinite for Gaussian u (e.g. ``exp(x**2)``), so no dual kernel exists."""
 
 
+class NotRealValuedError(DualactError, ValueError):
+    """σ is undefined or complex somewhere on the real line (e.g. ``log(x)``), so E[σ(u)σ(v)] is meaningless."""
+
+
 class MissingParameterError(DualactError, TypeError):
     """A parametric kernel was evaluated without a value for one of its parameters."""
 

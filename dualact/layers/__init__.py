@@ -6,8 +6,9 @@ Every constructor returns a :class:`Layer` that unpacks as ``(init_fn, apply_fn,
 >>> from dualact import layers as L
 >>> init_fn, apply_fn, kernel_fn = L.serial(
 ...     L.Dense(512, W_std=1.5, b_std=0.05), L.Activation("relu"), L.Dense(1, W_std=1.5, b_std=0.05))
-...                                                                        # doctest: +SKIP
->>> k = kernel_fn(jnp.ones((3, 8)), None, ("nngp", "ntk"))              # doctest: +SKIP
+>>> k = kernel_fn(jnp.ones((3, 8)), None, ("nngp", "ntk"))
+>>> k.nngp.shape, k.ntk.shape
+((3, 3), (3, 3))
 
 Conventions (neural-tangents): input kernel ``X Xᵀ / d``; Dense ``nngp' = W²·nngp + b²``,
 ``ntk' = nngp' + W²·ntk``; activations map ``nngp → T`` and ``ntk → ntk·Ṫ`` on the pre-activation

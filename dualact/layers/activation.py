@@ -74,7 +74,7 @@ class Activation(Layer):
 
     >>> import jax.numpy as jnp
     >>> from dualact import layers as L
-    >>> L.Activation("relu")                                      # doctest: +SKIP
+    >>> L.Activation("relu")
     Activation(name='relu', params={})
     """
 

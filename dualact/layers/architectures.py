@@ -34,8 +34,8 @@ def fully_connected(
     passed to :class:`Activation`. ``W_std_out``/``b_std_out`` default to ``W_std``/``b_std``.
 
     >>> from dualact import layers as L
-    >>> net = L.fully_connected(2, 512, "relu", W_std=1.5, b_std=0.05)   # doctest: +SKIP
-    >>> [type(layer).__name__ for layer in net.layers]                    # doctest: +SKIP
+    >>> net = L.fully_connected(2, 512, "relu", W_std=1.5, b_std=0.05)
+    >>> [type(layer).__name__ for layer in net.layers]
     ['Dense', 'Activation', 'Dense', 'Activation', 'Dense']
     """
     if depth < 0:

@@ -34,7 +34,7 @@ class Kernel:
         first trainable layer) when ``track_ntk`` is true, and "not computed" otherwise.
       cov1: covariance of each x1 input with itself, ``(n1, *spatial, *spatial)``.
       cov2: covariance of each x2 input with itself, or ``None`` when ``x1_is_x2``.
-      shape1, shape2: shapes the finite network's activations would have (batch, *spatial, channels);
+      shape1, shape2: shapes the finite network's activations would have ``(batch, *spatial, channels)``;
         the channel count is used by the standard parameterization and by ``FanInConcat``.
       x1_is_x2: true when ``kernel_fn(x1, None)`` was called (``nngp`` is then symmetric and its
         diagonal entries are exact variances).

@@ -12,6 +12,11 @@ sqrt(a*b - 1)
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
+
 import sympy as sp
 
 _FROZEN = (sp.asin, sp.acos, sp.atan, sp.atan2, sp.exp, sp.erf, sp.erfc, sp.log, sp.sin, sp.cos, sp.sinh,
@@ -82,12 +87,95 @@ def canonical_form(expr: sp.Expr) -> sp.Expr:
     return out.xreplace(subs)
 
 
-def canonicalize(expr: sp.Expr) -> sp.Expr:
-    """The smallest (by ``count_ops``) of the raw, canonical and factored forms."""
-    candidates = [expr]
-    for fn in (canonical_form, lambda e: sp.factor_terms(canonical_form(e))):
+def _size(e) -> tuple[int, int]:
+    return sp.count_ops(e), len(sp.srepr(e))
+
+
+def _opaque_bases(expr: sp.Expr) -> dict[sp.Expr, sp.Dummy]:
+    """Radicands that are sums of three or more terms, each replaced by one positive symbol.
+
+    Price integrals produce long rational functions of such radicands (e.g. R = (1 + q11)(1 + q22) expanded);
+    keeping them opaque for a first pass shrinks the polynomials the factoriser sees by orders of magnitude.
+    """
+    out: dict[sp.Expr, sp.Dummy] = {}
+    for p in expr.atoms(sp.Pow):
+        if p.exp.is_Rational and p.exp.q == 2 and p.base.is_Add and len(p.base.args) >= 3:
+            base = sp.expand(p.base)
+            if base.is_positive or all(t.is_nonnegative for t in base.args):
+                out.setdefault(base, sp.Dummy("S", positive=True))
+    return out
+
+
+_SYMBOLIC_ERRORS = (sp.PolynomialError, sp.polys.polyerrors.PolificationFailed, ValueError, TypeError)
+_BIG = 300  # count_ops above which the plain (non-staged) canonical form is not attempted
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None):
+    """Raise :class:`_OutOfTime` inside the block after ``seconds`` (main thread of a Unix process only)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _staged(expr: sp.Expr) -> sp.Expr:
+    """canonical_form with long positive radicands kept opaque first, then on the true variables."""
+    opaque = _opaque_bases(expr)
+    if not opaque:
+        return canonical_form(expr)
+    first = canonical_form(expr.subs(opaque))
+    return canonical_form(first.xreplace({s: b for b, s in opaque.items()}))
+
+
+def _improve(expr: sp.Expr, deadline: float | None) -> sp.Expr:
+    best = expr
+    fns = (_staged,) if sp.count_ops(expr) > _BIG else (_staged, canonical_form)
+    for fn in fns:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
         try:
-            candidates.append(fn(expr))
-        except (sp.PolynomialError, sp.polys.polyerrors.PolificationFailed, ValueError, TypeError):
+            with _deadline(remaining):
+                cand = fn(best)
+        except (_OutOfTime, *_SYMBOLIC_ERRORS):
             continue
-    return min(candidates, key=lambda e: (sp.count_ops(e), len(sp.srepr(e))))
+        for c in (cand, sp.factor_terms(cand)):
+            if _size(c) < _size(best):
+                best = c
+    return best
+
+
+def canonicalize(expr: sp.Expr, time_budget: float | None = None) -> sp.Expr:
+    """The smallest (by ``count_ops``) of the raw, canonical and factored forms found within the budget.
+
+    Sums are canonicalised term by term first (each term of a Price-theorem dual is a natural unit and
+    small), then as a whole. ``time_budget`` (seconds) bounds the work; the best form found so far is kept.
+    The result is always mathematically equal to ``expr``.
+    """
+    deadline = None if time_budget is None else time.monotonic() + time_budget
+    best = expr
+    if expr.is_Add and len(expr.args) > 1:
+        per_term = sp.Add(*(_improve(t, deadline) for t in expr.args))
+        if _size(per_term) < _size(best):
+            best = per_term
+    return _improve(best, deadline)

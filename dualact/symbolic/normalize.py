@@ -15,7 +15,7 @@ from __future__ import annotations
 import mpmath
 import sympy as sp
 
-from dualact.errors import DivergentActivationError
+from dualact.errors import DivergentActivationError, NotRealValuedError
 from dualact.symbolic.symbols import x
 
 H = sp.Heaviside
@@ -144,9 +144,10 @@ def homogeneity_degree(expr: sp.Expr) -> int | None:
 
 def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
     """Raise DivergentActivationError if σ grows like exp(εx²) or faster (E[σ(u)²] = ∞ for large variance)."""
-    e = expr.subs(params or {})
-    if e.free_symbols - {x}:
-        e = e.subs({s: 1 for s in e.free_symbols - {x}})
+    e = expr.subs({sp.Symbol(k, real=True) if isinstance(k, str) else k: v
+                   for k, v in (params or {}).items() if v is not None})
+    e = e.subs({s: v for s in e.free_symbols for k, v in (params or {}).items()
+                if v is not None and s.name == k})
     for sub in e.atoms(sp.exp):
         arg = sub.args[0]
         if arg.is_polynomial(x):
@@ -155,6 +156,8 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
                 raise DivergentActivationError(
                     f"E[σ(u)²] diverges for Gaussian u: {sub} grows like exp(εx²) or faster"
                 )
+    if e.free_symbols - {x}:
+        return  # symbolic parameters: only the structural check above applies (values are checked at use)
     f = sp.lambdify(x, e, modules="mpmath")
     with mpmath.workdps(30):
         growth = []
@@ -172,3 +175,19 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
         raise DivergentActivationError(
             f"E[σ(u)²] diverges for Gaussian u of large variance: σ = {expr} grows like exp(εx²) or faster"
         )
+
+
+def check_real_valued(expr: sp.Expr, params: dict | None = None) -> None:
+    """Raise NotRealValuedError if σ is undefined or complex somewhere on the real line (e.g. log(x), sqrt(x))."""
+    e = expr.subs({s: v for s in expr.free_symbols for k, v in (params or {}).items()
+                   if v is not None and s.name == k})
+    e = e.subs({s: sp.Rational(7, 10) for s in e.free_symbols - {x}})
+    f = sp.lambdify(x, e, modules="mpmath")
+    with mpmath.workdps(20):
+        for point in (-7.3, -2.1, -0.6, -0.01, 0.01, 0.6, 2.1, 7.3):
+            try:
+                v = mpmath.mpmathify(f(mpmath.mpf(point)))
+            except (ZeroDivisionError, ValueError, TypeError):
+                v = mpmath.nan
+            if isinstance(v, mpmath.mpc) and abs(v.imag) > 1e-15 * max(1, abs(v.real)) or not mpmath.isfinite(v):
+                raise NotRealValuedError(f"σ = {expr} is not a finite real number at x = {point}")
