@@ -581,6 +581,9 @@ def emit(derivation: Derivation, name: str, *, table=None, npz: bytes | None = N
     ``npz`` (regeneration keeps the table); otherwise the table is rebuilt from the recorded settings.
     """
     check_name(name)
+    # emit from the stored (JSON) form, so that a module generated right after derivation is byte-identical
+    # to one regenerated later from the registry record (srepr round trips re-evaluate products)
+    derivation = Derivation.from_json_dict(derivation.to_json_dict())
     _check_params(derivation)
     if derivation.method == "hermite":
         src, npz = _emit_hermite(derivation, name, table, npz)

@@ -38,7 +38,7 @@ class Entry:
             return self.build()
         from dualact.symbolic.derive import derive
 
-        return derive(self.expression, dict(self.params) or None, name=self.name, use_cache=use_cache)
+        return derive(self.expression, dict(self.params) or None, name=self.name, use_cache=use_cache, time_budget=240.0)
 
 
 # ---------------------------------------------------------------------------------------------------------

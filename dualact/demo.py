@@ -176,54 +176,10 @@ def _run(out: Path, n_train, quick, expression, say) -> DemoResult:
 
 
 def _derive(expression: str):
-    """``dualact.derive(expression)``.
-
-    TEMPORARY: while :func:`dualact.derive` is not available, Gaussian-class activations are derived here
-    directly with the engine's closed-form rule (remove :func:`_derive_gaussian_class` once it lands).
-    """
+    """``dualact.derive(expression)`` (cached on disk after the first run)."""
     import dualact
 
-    derive = getattr(dualact, "derive", None)
-    if derive is not None:
-        return derive(expression)
-    return _derive_gaussian_class(expression)
-
-
-def _derive_gaussian_class(expression: str):
-    import sympy as sp
-
-    from dualact.runtime.dual_kernel import DualKernel
-    from dualact.symbolic.derivation import Derivation
-    from dualact.symbolic.gaussian_class import expect_1d, expect_2d
-    from dualact.symbolic.parse import parse_activation
-    from dualact.symbolic.quadrature import ae_derivative, dual_reference
-    from dualact.symbolic.symbols import q, q11, q12, q22
-
-    parsed = parse_activation(expression)
-    s = parsed.expr
-    ds = ae_derivative(s)
-    nngp = sp.simplify(expect_2d(s, s, q11, q22, q12))
-    ntk = sp.simplify(expect_2d(ds, ds, q11, q22, q12))
-    on_diag = {q11: q, q22: q, q12: q}
-    err = 0.0
-    for a, b, c in ((1.0, 1.0, 0.5), (0.5, 2.0, -0.7), (2.0, 3.0, 2.2)):
-        ref = dual_reference(s, a, b, c)
-        err = max(err, abs(float(nngp.subs({q11: a, q22: b, q12: c})) - ref) / max(abs(ref), 1e-300))
-    derivation = Derivation(
-        source=parsed.source,
-        method="closed_form",
-        tier="gaussian_class",
-        activation=s,
-        derivative=ds,
-        nngp=nngp,
-        ntk_factor=ntk,
-        diag=sp.simplify(nngp.subs(on_diag)),
-        ntk_diag=sp.simplify(ntk.subs(on_diag)),
-        mean=sp.simplify(expect_1d(s, q)),
-        ntk_mean=sp.simplify(expect_1d(ds, q)),
-        accuracy={"max_rel_err_nngp": err, "points": 3},
-    )
-    return DualKernel.from_derivation(derivation, "demo")
+    return dualact.derive(expression)
 
 
 def _describe(k, say) -> None:

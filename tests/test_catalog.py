@@ -180,7 +180,7 @@ def test_dual_kernel_attributes_and_repr():
     assert float(k.activation(-1.0)) == 0.0 and float(k.derivative(2.0)) == 1.0
     assert float(jax.jit(k.ntk_factor)(1.0, 1.0, 1.0)) == pytest.approx(0.5)
     e = dualact.catalog.get("erf_family")
-    assert e.params == ("a", "b", "c") and e.error_bound is None
+    assert e.params == ("a", "b", "c") and e.error_bound is not None and e.error_bound <= 1e-12
     with pytest.raises(MissingParameterError):
         e.nngp(1.0, 0.5, 1.0, a=1.0, b=2.0)
     with pytest.raises(DualactError, match="unknown parameter"):

@@ -8,6 +8,12 @@ Kernel map (pitfall 11 of the digest): with pre-activation covariances (q11, q12
 ``nngp → T(q11, q12, q22)`` and ``ntk → ntk · Ṫ(q11, q12, q22)``. Entries where both variables coincide
 (the same input at the same pixel, only when ``x2 is None``) use the exact diagonal maps ``T(q, q, q)``
 and ``Ṫ(q, q, q)`` of the dual kernel, never the off-diagonal formula evaluated at ρ = 1.
+
+Hermite-table kernels (``DualKernel.method == "hermite"``: tanh, SiLU, ELU...) are evaluated as matrices:
+q11 depends on the x1 input and pixel only, q22 on the x2 input and pixel only, so the series coefficients
+are computed once per input and pixel and combined by :func:`dualact.runtime.hermite_series.nngp_matrix`
+(an O(R·C) accumulator instead of (R, C, J) arrays). The result equals the elementwise formula to within
+machine precision.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dualact.layers.base import Layer
 from dualact.layers.kernel import diagonal_mask, materialize, outer_variances
@@ -126,11 +133,16 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
             out_ntk = (ntk * factor).astype(ntk.dtype)
         return t.astype(q12.dtype), out_ntk
 
+    maps = _hermite_maps(dual, p)
+
+    def block_map(batch_ndim):
+        return pointwise if maps is None else _matrix_pointwise(dual, p, maps, batch_ndim)
+
     nngp = ntk = None
     if k.nngp is not None:  # cross kernel
         q11, q22 = outer_variances(var1, var2, 2)
         args = (q11, k.nngp, q22, k.ntk if want_ntk else None, k.coincident_mask())
-        nngp, ntk = _blockwise(pointwise, args, 2, k.n_spatial)
+        nngp, ntk = _blockwise(block_map(2), args, 2, k.n_spatial)
 
     def self_cov(cov, var):  # all pixel pairs of one input
         if cov is None:
@@ -139,7 +151,7 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
             return dual.diag(cov, **p).astype(cov.dtype)
         a, b = outer_variances(var, var, 1)
         m = diagonal_mask(cov.shape, 1, True)
-        return _blockwise(pointwise, (a, cov, b, None, m), 1, k.n_spatial)[0]
+        return _blockwise(block_map(1), (a, cov, b, None, m), 1, k.n_spatial)[0]
 
     return k.replace(
         nngp=nngp, ntk=ntk, cov1=self_cov(k.cov1, var1), cov2=self_cov(k.cov2, var2), is_gaussian=False
@@ -151,6 +163,89 @@ def _blockwise(fn, args, batch_ndim, n_spatial):
     (convolution, pooling) follows, which would otherwise re-evaluate the formula for every shifted read."""
     out = fn(*args)
     return materialize(out) if n_spatial else out
+
+
+def _hermite_maps(dual, params: dict):
+    """``(nngp_matrix, ntk_factor_matrix)`` closed over the table of a Hermite-table DualKernel, or None.
+
+    The matrix maps take ``(q1 (..., R), q12 (..., R, C), q2 (..., C))``; see
+    :func:`dualact.runtime.hermite_series.nngp_matrix`.
+    """
+    if params or getattr(dual, "method", None) != "hermite":
+        return None
+    module = getattr(dual, "module", None)
+    table = getattr(module, "_table", None)
+    parts = [getattr(module, a, None) for a in ("activation", "derivative", "KINKS")]
+    if not callable(table) or any(v is None for v in parts):
+        return None
+    from dualact.runtime import hermite_series
+
+    act, der, kinks = parts
+    tab = table()
+
+    def nngp(q1, q12, q2):
+        return hermite_series.nngp_matrix(tab, act, kinks, q1, q12, q2)
+
+    def ntk_factor(q1, q12, q2):
+        return hermite_series.ntk_factor_matrix(tab, der, kinks, q1, q12, q2)
+
+    return nngp, ntk_factor
+
+
+def _matrix_pointwise(dual, p: dict, maps, batch_ndim: int):
+    """The ``pointwise`` block map of :func:`apply_dual` for kernels with matrix maps.
+
+    ``batch_ndim`` and the blocks are those of :func:`outer_variances`: cross kernels (2)
+    ``q11 (n1, 1, *sp, *1)``,
+    ``q12 (n1, n2, *sp, *sp')``, ``q22 (1, n2, *1, *sp')``: rows are (x1 input, pixel), columns (x2 input,
+    pixel'); self covariances (1) ``q11 (n, *sp, *1)``, ``q12 (n, *sp, *sp')``, ``q22 (n, *1, *sp')``: one
+    (pixel, pixel') matrix per input.
+    """
+    nngp_matrix, ntk_matrix = maps
+
+    def pointwise(q11, q12, q22, ntk, mask):
+        n_sp = (q12.ndim - batch_ndim) // 2
+        shape = q12.shape
+        if batch_ndim == 2:
+            n1, n2 = shape[:2]
+            sp1, sp2 = shape[2 : 2 + n_sp], shape[2 + n_sp :]
+            perm = (0, *range(2, 2 + n_sp), 1, *range(2 + n_sp, 2 + 2 * n_sp))
+            lead, rows, cols = (), n1 * _prod(sp1), n2 * _prod(sp2)
+            mid = (n1, *sp1, n2, *sp2)
+        else:
+            n = shape[0]
+            sp1, sp2 = shape[1 : 1 + n_sp], shape[1 + n_sp :]
+            perm = tuple(range(q12.ndim))
+            lead, rows, cols = (n,), _prod(sp1), _prod(sp2)
+            mid = shape
+        inv = tuple(int(i) for i in np.argsort(perm))
+
+        def to_matrix(a):
+            return jnp.transpose(a, perm).reshape(lead + (rows, cols))
+
+        def from_matrix(a):
+            return jnp.transpose(a.reshape(mid), inv)
+
+        q1 = q11.reshape(lead + (rows,))
+        q2 = q22.reshape(lead + (cols,))
+        q12_off = q12 if mask is None else jnp.where(mask, jnp.zeros((), q12.dtype), q12)
+        m12 = to_matrix(q12_off)
+        t = from_matrix(nngp_matrix(q1, m12, q2))
+        if mask is not None:
+            t = jnp.where(mask, dual.diag(q11, **p), t)
+        out_ntk = None
+        if ntk is not None:
+            factor = from_matrix(ntk_matrix(q1, m12, q2))
+            if mask is not None:
+                factor = jnp.where(mask, _ntk_diag(dual, q11, p), factor)
+            out_ntk = (ntk * factor).astype(ntk.dtype)
+        return t.astype(q12.dtype), out_ntk
+
+    return pointwise
+
+
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
 
 
 def _ntk_diag(dual, q, p):

@@ -16,8 +16,17 @@ the truncation error worse than |ρ|^J·√(t_J(s_a) t_J(s_b)), the bound the ta
 Zero variance (q11 = 0 or q22 = 0) gives T = E[σ(√q11 z)σ(√q22 z)] = σ(0)E[σ(√q z)] exactly, without NaN
 (also under grad). The NTK factor is the same construction with σ' (a.e. derivative) and the d̂ table.
 
-Memory: every call materialises (..., J) arrays; for an n×n kernel matrix compute the coefficient vectors
-per input once with :func:`scaled_coefficients` and combine them with :func:`series_from_coefficients`.
+Memory: every elementwise call materialises (..., J) arrays. Kernel *matrices* whose variances depend on the
+row alone (q11_i) and on the column alone (q22_k) — the structure of every activation layer — go through
+:func:`nngp_matrix` / :func:`ntk_factor_matrix`: the coefficient vectors and one-dimensional moments are
+computed once per row and per column, the series is a Horner recurrence over j carrying one (R, C)
+accumulator (O(J·R·C) flops, O(R·C) memory), and the endpoint correction is a matrix product over the
+quadrature nodes. Two savings keep the result within ``rtol``·N of the elementwise formula (``rtol`` = the
+dtype's machine epsilon by default): only the first J' terms are summed, J' the smallest number with
+√(max_i t'_{J'}(s_i) · max_k t'_{J'}(s_k)) ≤ rtol where t'_{J'}(s) = Σ_{J' ≤ j < J} ĉ_j(s)² (Cauchy–Schwarz
+bounds the dropped terms by that), and the endpoint correction — whose normalised size is at most
+4·|ρ|^J — is skipped when 4·max|ρ|^J ≤ rtol. The correction, when applied, uses the same J' terms, so
+T stays exact at ρ = ±1.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import numpy as np
 __all__ = [
     "diag",
     "nngp",
+    "nngp_matrix",
     "ntk_diag",
     "ntk_factor",
+    "ntk_factor_matrix",
     "one_dimensional",
     "scaled_coefficients",
     "series_from_coefficients",
@@ -139,54 +150,33 @@ def _safe_sqrt(y):
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, y, 1.0)), 0.0)
 
 
-def _clenshaw_scan(cols, tau):
-    """Clenshaw recurrence over the leading axis of ``cols`` (column m of the Chebyshev coefficients, each
-    shaped like the result) — a scan keeps compilation time independent of the degree."""
-    tau = tau[..., None]
-
-    def step(carry, col):
-        b1, b2 = carry
-        return (2 * tau * b1 - b2 + col, b1), None
-
-    zero = jnp.zeros(jnp.broadcast_shapes(tau.shape, cols.shape[1:]), tau.dtype)
-    (b1, b2), _ = jax.lax.scan(step, (zero, zero), cols[:0:-1])
-    return tau * b1 - b2 + cols[0]
-
-
-def _clenshaw_pieces(cheb, idx, tau):
-    """Σ_m cheb[idx, :, m] T_m(τ) → (..., J)."""
-    P, J, M = cheb.shape
-    sel = jax.nn.one_hot(idx, P, dtype=cheb.dtype)  # (..., P)
-    tau = tau[..., None]
-
-    def step(carry, col):  # col: (P, J)
-        b1, b2 = carry
-        return (2 * tau * b1 - b2 + sel @ col, b1), None
-
-    zero = jnp.zeros(tau.shape[:-1] + (J,), tau.dtype)
-    cols = jnp.moveaxis(cheb, -1, 0)  # (M, P, J)
-    (b1, b2), _ = jax.lax.scan(step, (zero, zero), cols[:0:-1])
-    return tau * b1 - b2 + sel @ cols[0]
-
-
-def _clenshaw(coef, tau):
-    """Σ_m coef[:, m] T_m(τ) → (..., J)."""
-    return _clenshaw_scan(jnp.moveaxis(coef, -1, 0), tau)
+def _chebyshev_basis(tau, M: int):
+    """T_0(τ), ..., T_{M−1}(τ) by the three-term recurrence (stable for |τ| ≤ 1) → (..., M)."""
+    Ts = [jnp.ones_like(tau), tau][:M]
+    while len(Ts) < M:
+        Ts.append(2 * tau * Ts[-1] - Ts[-2])
+    return jnp.stack(Ts, -1)
 
 
 def _normalised_coefficients(table, which: str, s):
-    """ĉ_j(s) (or d̂_j(s)) from the table, s ≥ 0 (s = 0 returns the s → 0 limit of the small-s piece)."""
+    """ĉ_j(s) (or d̂_j(s)) from the table, s ≥ 0 (s = 0 returns the s → 0 limit of the small-s piece).
+
+    Σ_m cheb[p, j, m] T_m(τ) for all j at once is one matrix product of the (piece one-hot ⊗ T_m(τ)) basis,
+    shape (..., P·M), with the table reshaped to (P·M, J).
+    """
     cheb = jnp.asarray(getattr(table, which + "_cheb"), s.dtype)
     small = jnp.asarray(getattr(table, which + "_small"), s.dtype)
     t0, t1 = (float(v) for v in table.t_range)
     s_min = math.exp(t0)
-    P = cheb.shape[0]
+    P, J, M = cheb.shape
     lo = s < s_min
     t = jnp.clip(jnp.log(jnp.where(lo, s_min, s)), t0, t1)
     u = (t - t0) * (P / (t1 - t0))
     idx = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), 0, P - 1).astype(jnp.int32)
-    big = _clenshaw_pieces(cheb, idx, 2 * (u - idx) - 1)
-    sm = _clenshaw(small, 2 * jnp.where(lo, s, s_min) / s_min - 1)
+    sel = jax.nn.one_hot(idx, P, dtype=s.dtype)  # (..., P)
+    basis = sel[..., :, None] * _chebyshev_basis(2 * (u - idx) - 1, M)[..., None, :]
+    big = basis.reshape(s.shape + (P * M,)) @ jnp.transpose(cheb, (0, 2, 1)).reshape(P * M, J)
+    sm = _chebyshev_basis(2 * jnp.where(lo, s, s_min) / s_min - 1, small.shape[-1]) @ small.T
     return jnp.where(lo[..., None], sm, big)
 
 
@@ -227,6 +217,19 @@ def _series(table, which, fn, kinks, q11, q12, q22):
     return _series_jit(cheb, small, q11, q12, q22, fn=fn, kinks=kinks, t_range=t_range)
 
 
+def _correlation(q11, q12, q22):
+    """(zero, ρ): which entries have a zero variance, and ρ = q12/√(q11 q22) clipped to [−1, 1] (0 there)."""
+    zero = (q11 <= 0) | (q22 <= 0)
+    denom = jnp.sqrt(jnp.where(zero, 1.0, q11 * q22))
+    return zero, jnp.clip(jnp.where(zero, 0.0, q12 / denom), -1.0, 1.0)
+
+
+def _endpoint_terms(Re, Ro, rho, J: int):
+    """R_e ρ^{J_e} + R_o ρ^{J_o}, J_e/J_o the first even/odd index ≥ J."""
+    Je, Jo = (J, J + 1) if J % 2 == 0 else (J + 1, J)
+    return Re * jax.lax.integer_pow(rho, Je) + Ro * jax.lax.integer_pow(rho, Jo)
+
+
 @functools.partial(jax.jit, static_argnames=("fn", "kinks", "t_range"))
 def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range):
     table, which = _Arrays(cheb, small, t_range), "c"
@@ -235,10 +238,7 @@ def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range):
     q11, q12, q22 = jnp.broadcast_arrays(q11.astype(dtype), q12.astype(dtype), q22.astype(dtype))
     sa, sb = _safe_sqrt(q11), _safe_sqrt(q22)
     Eaa, Ebb, Pp, Pm = one_dimensional(fn, kinks, sa, sb)
-    zero = (q11 <= 0) | (q22 <= 0)
-    P = q11 * q22
-    denom = jnp.sqrt(jnp.where(zero, 1.0, P))
-    rho = jnp.clip(jnp.where(zero, 0.0, q12 / denom), -1.0, 1.0)
+    zero, rho = _correlation(q11, q12, q22)
     ca = _normalised_coefficients(table, which, sa)
     cb = _normalised_coefficients(table, which, sb)
     prod = ca * cb
@@ -250,11 +250,188 @@ def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range):
     S = _horner(prod, rho)
     Rp = Pp / N - jnp.sum(prod, -1)
     Rm = Pm / N - jnp.sum(prod * sign, -1)
-    Re, Ro = 0.5 * (Rp + Rm), 0.5 * (Rp - Rm)
-    Je, Jo = (J, J + 1) if J % 2 == 0 else (J + 1, J)
-    T = N * (S + Re * jax.lax.integer_pow(rho, Je) + Ro * jax.lax.integer_pow(rho, Jo))
+    T = N * (S + _endpoint_terms(0.5 * (Rp + Rm), 0.5 * (Rp - Rm), rho, J))
     # zero variance: E[σ(0)σ(√q z)] exactly; N = 0 (σ ≡ 0 on the support): 0
     return jnp.where(good, T, jnp.where(zero, Pp, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernel matrices: per-row and per-column quantities, an (R, C) Horner accumulator
+# ------------------------------------------------------------------------------------------------
+_BLOCK = 16  # terms per Horner block (one fused pass over the (R, C) accumulator); even
+
+
+def _moments(fn, kinks, s):
+    """(E[f(s z)²], E[f(s z)]) per entry of s ≥ 0 (the rule of :func:`diag`)."""
+    z, w = _rule([(s[..., None], kinks)], s.dtype)
+    f = fn(s[..., None] * z)
+    return jnp.sum(w * f * f, -1), jnp.sum(w * f, -1)
+
+
+@functools.cache
+def _half_rule_np():
+    xi, wi = np.polynomial.legendre.leggauss(_N_NODES)
+    e = _GRID[_GRID >= 0]
+    lo, hi = e[:-1, None], e[1:, None]
+    half = 0.5 * (hi - lo)
+    z = (0.5 * (hi + lo) + half * xi).reshape(-1)
+    w = (half * wi).reshape(-1) * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return z, w
+
+
+def _half_rule(dtype):
+    """Nodes z > 0 and weights·φ(z) of the static rule of :func:`_rule` (the grid is symmetric about 0,
+    so the rule folds onto z > 0)."""
+    z, w = _half_rule_np()
+    return jnp.asarray(z, dtype), jnp.asarray(w, dtype)
+
+
+def _terms_needed(ca, cb, rtol):
+    """J': the smallest number of leading terms with √(max_i t'(s_i) max_k t'(s_k)) ≤ rtol, where
+    t'_{J'}(s) = Σ_{j ≥ J'} ĉ_j(s)² bounds (Cauchy–Schwarz) the normalised size of the dropped terms."""
+
+    def worst_suffix(c):
+        c = jax.lax.stop_gradient(c)
+        c2 = (c * c).reshape(-1, c.shape[-1])
+        return jnp.max(jnp.cumsum(c2[:, ::-1], axis=-1)[:, ::-1], axis=0)
+
+    bound = jnp.sqrt(worst_suffix(ca) * worst_suffix(cb))  # non-increasing in J'
+    return jnp.sum(bound > rtol).astype(jnp.int32)
+
+
+def _outer_horner(ca, cb, rho, n_terms):
+    """Σ_{j < J''} ca[..., i, j] cb[..., k, j] ρ[..., i, k]^j with J'' = n_terms rounded up to a block.
+
+    Horner over blocks of ``_BLOCK`` terms from the top; blocks at or above ``n_terms`` are skipped (their
+    terms are below tolerance and the accumulator is still zero there).
+    """
+    J = ca.shape[-1]
+    nb = -(-J // _BLOCK)
+
+    def blocks(c):  # (..., n, J) -> (nb, B, ..., n)
+        c = jnp.pad(c, [(0, 0)] * (c.ndim - 1) + [(0, nb * _BLOCK - J)])
+        c = c.reshape(c.shape[:-1] + (nb, _BLOCK))
+        return jnp.moveaxis(c, (-2, -1), (0, 1))
+
+    def run(acc, a, b):
+        for t in reversed(range(_BLOCK)):
+            acc = acc * rho + a[t][..., :, None] * b[t][..., None, :]
+        return acc
+
+    def body(acc, xs):
+        a, b, start = xs
+        return jax.lax.cond(start < n_terms, lambda c: run(c, a, b), lambda c: c, acc), None
+
+    zero = jnp.zeros(jnp.broadcast_shapes(rho.shape, ca.shape[:-2] + (1, 1), cb.shape[:-2] + (1, 1)), rho.dtype)
+    starts = jnp.arange(nb, dtype=jnp.int32) * _BLOCK
+    S, _ = jax.lax.scan(jax.checkpoint(body), zero, (blocks(ca), blocks(cb), starts), reverse=True)
+    return S
+
+
+def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
+    """N·(R_e ρ^{J_e} + R_o ρ^{J_o}) for all (i, k), with ``ua``, ``ub`` the unnormalised coefficients c_j
+    actually summed (zero beyond them), so that the result is exact at ρ = ±1.
+
+    N·R_e = ½(P₊ + P₋) − Σ_{even j} c_j(s_a) c_j(s_b), N·R_o = ½(P₊ − P₋) − Σ_{odd j} ..., with
+    P_± = E[σ(s_a z) σ(±s_b z)]. Without kinks away from 0 the static rule is shared by all rows and columns
+    and folds onto z > 0: ½(P₊ ± P₋) = Σ_{z>0} (w/2) e_a e_b (resp. o_a o_b), e/o = σ(sz) ± σ(−sz), so each of
+    N·R_e, N·R_o is one matrix product over [nodes | coefficients].
+    """
+    dtype = rho.dtype
+    par = np.arange(J) % 2
+    even, odd = jnp.asarray(par == 0, dtype), jnp.asarray(par == 1, dtype)
+
+    def mm(a, b):
+        return jnp.einsum("...ix,...kx->...ik", a, b)
+
+    if all(k == 0.0 for k in kinks):
+        z, w = _half_rule(dtype)
+        r = jnp.sqrt(0.5 * w)
+
+        def folded(s):
+            fp, fm = fn(s[..., None] * z), fn(-s[..., None] * z)
+            return (fp + fm) * r, (fp - fm) * r
+
+        ea, oa = folded(sa)
+        eb, ob = folded(sb)
+        NRe = mm(jnp.concatenate([ea, ua * even], -1), jnp.concatenate([eb, -ub * even], -1))
+        NRo = mm(jnp.concatenate([oa, ua * odd], -1), jnp.concatenate([ob, -ub * odd], -1))
+    else:  # panel edges at k/s differ per pair: elementwise one-dimensional quadrature
+        _, _, Pp, Pm = one_dimensional(fn, kinks, sa[..., :, None], sb[..., None, :])
+        NRe = 0.5 * (Pp + Pm) - mm(ua * even, ub)
+        NRo = 0.5 * (Pp - Pm) - mm(ua * odd, ub)
+    return _endpoint_terms(NRe, NRo, rho, J)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "kinks", "t_range", "rtol"))
+def _matrix_jit(cheb, small, q1, q12, q2, *, fn, kinks, t_range, rtol):
+    table = _Arrays(cheb, small, t_range)
+    q1, q12, q2 = jnp.asarray(q1), jnp.asarray(q12), jnp.asarray(q2)
+    dtype = _dtype(q1, q12, q2)
+    q1, q12, q2 = q1.astype(dtype), q12.astype(dtype), q2.astype(dtype)
+    tol = float(jnp.finfo(dtype).eps) if rtol is None else rtol
+    sa, sb = _safe_sqrt(q1), _safe_sqrt(q2)
+    Ea, Ma = _moments(fn, kinks, sa)
+    Eb, Mb = _moments(fn, kinks, sb)
+    ca = _normalised_coefficients(table, "c", sa)  # (..., R, J)
+    cb = _normalised_coefficients(table, "c", sb)  # (..., C, J)
+    J = ca.shape[-1]
+    za = (q1 <= 0)[..., :, None]
+    zero, rho = _correlation(q1[..., :, None], q12, q2[..., None, :])
+    N2 = Ea[..., :, None] * Eb[..., None, :]
+    good = (~zero) & (N2 > 0)
+    N = jnp.sqrt(jnp.where(good, N2, 1.0))
+    n_terms = _terms_needed(ca, cb, tol)
+    S = _outer_horner(ca, cb, rho, n_terms)
+    # endpoint correction: normalised size ≤ 4|ρ|^J, skipped when that is below tolerance everywhere
+    rmax = jnp.max(jnp.where(good, jnp.abs(jax.lax.stop_gradient(rho)), 0.0))
+    kept = jnp.asarray(np.arange(J), jnp.int32) < -(-n_terms // _BLOCK) * _BLOCK
+
+    def correction(_):
+        ua = jnp.where(kept, ca, 0.0) * _safe_sqrt(Ea)[..., None]
+        ub = jnp.where(kept, cb, 0.0) * _safe_sqrt(Eb)[..., None]
+        return _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J)
+
+    corr = jax.lax.cond(4 * jax.lax.integer_pow(rmax, J) > tol, correction, lambda _: jnp.zeros_like(S), None)
+    T = N * S + corr
+    # zero variance: E[σ(0)σ(√q z)] = σ(0)·E[σ(√q z)] exactly; N = 0 (σ ≡ 0 on the support): 0
+    f0 = fn(jnp.zeros((), dtype))
+    T0 = f0 * jnp.where(za, Mb[..., None, :], Ma[..., :, None])
+    return jnp.where(good, T, jnp.where(zero, T0, 0.0))
+
+
+def _matrix(table, which, fn, kinks, q1, q12, q2, rtol):
+    kinks = tuple(float(k) for k in kinks)
+    t_range = tuple(float(v) for v in table.t_range)
+    cheb = getattr(table, which + "_cheb")
+    small = getattr(table, which + "_small")
+    rtol = None if rtol is None else float(rtol)
+    return _matrix_jit(cheb, small, q1, q12, q2, fn=fn, kinks=kinks, t_range=t_range, rtol=rtol)
+
+
+def nngp_matrix(table, activation: Callable, kinks: Sequence[float], q1, q12, q2, *, rtol=None):
+    """T_ik = T(q1_i, q12_ik, q2_k) for q1 (..., R), q12 (..., R, C), q2 (..., C) (leading axes broadcast).
+
+    Equals :func:`nngp` on the broadcast arguments within ``rtol``·√(E[σ(√q1 z)²] E[σ(√q2 z)²]) (default:
+    machine epsilon of the dtype), exactly at ρ = ±1 and at zero variance, with O(R·C) memory.
+
+    >>> import jax.numpy as jnp
+    >>> from dualact.symbolic.hermite import build_table
+    >>> import sympy as sp
+    >>> t = build_table(sp.tanh(sp.Symbol("x")), tol=1e-6, max_terms=64)
+    >>> q1, q2 = jnp.array([0.5, 1.0]), jnp.array([1.0, 2.0, 0.0])
+    >>> q12 = jnp.array([[0.3, -0.2, 0.0], [1.0, 0.5, 0.0]])
+    >>> M = nngp_matrix(t, jnp.tanh, (), q1, q12, q2)
+    >>> E = nngp(t, jnp.tanh, (), q1[:, None], q12, q2[None, :])
+    >>> bool(jnp.max(jnp.abs(M - E)) < 1e-12)
+    True
+    """
+    return _matrix(table, "c", activation, kinks, q1, q12, q2, rtol)
+
+
+def ntk_factor_matrix(table, derivative: Callable, kinks: Sequence[float], q1, q12, q2, *, rtol=None):
+    """Ṫ_ik = Ṫ(q1_i, q12_ik, q2_k), the NTK factor counterpart of :func:`nngp_matrix`."""
+    return _matrix(table, "d", derivative, kinks, q1, q12, q2, rtol)
 
 
 def series_from_coefficients(ca, cb, rho):

@@ -116,7 +116,10 @@ class _OutOfTime(Exception):
 
 @contextlib.contextmanager
 def _deadline(seconds: float | None):
-    """Raise :class:`_OutOfTime` inside the block after ``seconds`` (main thread of a Unix process only)."""
+    """Raise :class:`_OutOfTime` inside the block after ``seconds`` (main thread of a Unix process only).
+
+    Nests: an enclosing deadline that expires first still fires (re-armed when the inner block exits).
+    """
     usable = (
         seconds is not None
         and hasattr(signal, "setitimer")
@@ -129,13 +132,18 @@ def _deadline(seconds: float | None):
     def _raise(signum, frame):
         raise _OutOfTime
 
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    start = time.monotonic()
     previous = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 1e-3))
+    limit = max(float(seconds), 1e-3)
+    signal.setitimer(signal.ITIMER_REAL, min(limit, outer) if outer > 0 else limit)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
 def _staged(expr: sp.Expr) -> sp.Expr:

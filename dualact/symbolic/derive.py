@@ -40,7 +40,7 @@ import sympy as sp
 from dualact.errors import DerivationError, VerificationError
 
 from . import gaussian_class as gc
-from .canonical import canonicalize
+from .canonical import _SYMBOLIC_ERRORS, _deadline, _OutOfTime, canonicalize
 from .derivation import Derivation
 from .normalize import ae_derivative, check_real_valued, check_second_moment, homogeneity_degree, to_heaviside
 from .parse import parse_activation
@@ -150,14 +150,24 @@ def _limit_q(e: sp.Expr) -> sp.Expr:
     )
 
 
+def _simplify(e: sp.Expr, seconds: float) -> sp.Expr:
+    """``sympy.simplify`` within a time limit (the input unchanged when it runs out or does not help)."""
+    try:
+        with _deadline(seconds):
+            out = sp.simplify(e)
+    except (_OutOfTime, *_SYMBOLIC_ERRORS):
+        return e
+    return out if sp.count_ops(out) <= sp.count_ops(e) else e
+
+
 def _real_form(e: sp.Expr) -> sp.Expr:
     """Complex exponentials from the Gaussian-class rule (sin, cos, phases) back to real trigonometric form."""
-    return sp.simplify(sp.expand_complex(e)) if e.has(sp.I) else e
+    return _simplify(sp.expand_complex(e), 5.0) if e.has(sp.I) else e
 
 
 def _mean(expr: sp.Expr) -> sp.Expr | None:
     try:
-        return canonicalize(_real_form(sp.simplify(gc.expect_1d(expr, q))), 5.0)
+        return canonicalize(_real_form(_simplify(gc.expect_1d(expr, q), 3.0)), 5.0)
     except (gc.NotInClass, ValueError, TypeError, NotImplementedError):
         return None
 
@@ -181,8 +191,8 @@ def _closed_form(sigma: sp.Expr, deriv: sp.Expr, deadline: float) -> dict[str, A
     share = max(deadline - time.monotonic() - 8.0, 2.0)
     T = canonicalize(T, 0.8 * share)
     Tdot = canonicalize(Tdot, max(deadline - time.monotonic() - 6.0, 1.0))
-    diag = canonicalize(_real_form(sp.simplify(_limit_q(T))), 3.0)
-    ntk_diag = canonicalize(_real_form(sp.simplify(_limit_q(Tdot))), 3.0)
+    diag = canonicalize(_real_form(_simplify(_limit_q(T), 3.0)), 3.0)
+    ntk_diag = canonicalize(_real_form(_simplify(_limit_q(Tdot), 3.0)), 3.0)
     tiers = {tier, tier_d}
     return {
         "nngp": T,
@@ -345,7 +355,11 @@ def derive(
         "kinks": kinks,
     }
     rejected = None
-    closed = _closed_form(sigma, deriv, deadline)
+    try:  # the closed-form tiers get the budget minus a reserve for the Hermite fallback
+        with _deadline(max(time_budget - 15.0, 5.0)):
+            closed = _closed_form(sigma, deriv, deadline - 15.0)
+    except _OutOfTime:
+        closed = None
     if closed is not None:
         d = Derivation(method="closed_form", **common, **closed)
         try:

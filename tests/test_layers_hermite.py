@@ -1,0 +1,223 @@
+"""Hermite-table activations in the layer API: the matrix path equals the elementwise formula.
+
+Activation layers evaluate Hermite-table kernels (tanh, SiLU, ELU...) with
+:func:`dualact.runtime.hermite_series.nngp_matrix` (per-input coefficients, an (R, C) Horner accumulator);
+the reference is the same DualKernel behind a plain adapter, which the layer evaluates entry by entry.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dualact
+from dualact import layers as L
+from dualact.layers.activation import _hermite_maps
+from dualact.runtime import hermite_series as hs
+
+EXPRESSIONS = {
+    "tanh": "tanh(x)",
+    "silu": "x/(1 + exp(-x))",
+    "elu": "Max(x, 0) + Min(exp(x) - 1, 0)",
+}
+
+
+@functools.cache
+def _dual(name):
+    """The catalog entry if there is one, else the same activation derived in memory."""
+    try:
+        from dualact import catalog
+
+        found = catalog.get(name)
+        if found is not None and found.method == "hermite":
+            return found
+    except Exception:
+        pass
+    return dualact.derive(EXPRESSIONS[name])
+
+
+class _Elementwise:
+    """The DualKernel interface without ``method``/``module``: the layer evaluates it entry by entry."""
+
+    def __init__(self, dual):
+        self._d = dual
+        self.name = "elementwise"
+
+    def nngp(self, q11, q12, q22):
+        return self._d.nngp(q11, q12, q22)
+
+    def ntk_factor(self, q11, q12, q22):
+        return self._d.ntk_factor(q11, q12, q22)
+
+    def diag(self, q):
+        return self._d.diag(q)
+
+    def ntk_diag(self, q):
+        return self._d.ntk_diag(q)
+
+    def activation(self, x):
+        return self._d.activation(x)
+
+
+def _net(act, depth=2):
+    layers = []
+    for _ in range(depth):
+        layers += [L.Dense(64, W_std=1.5, b_std=0.05), L.Activation(act)]
+    return L.serial(*layers, L.Dense(1, W_std=1.5, b_std=0.05))
+
+
+def _inputs(seed=0, n1=9, n2=6, d=5):
+    """Rows with norms from 0.1 to 10 × √d (off the sphere); x2 holds a copy of an x1 row (ρ = 1 across
+    inputs), a negated scaled row (ρ = −1), a zero row and fresh rows."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=(n1, d)) * np.geomspace(0.1, 10, n1)[:, None]
+    x2 = rng.normal(size=(n2, d)) * rng.uniform(0.3, 3, size=(n2, 1))
+    x2[0] = x1[3]
+    x2[1] = -2 * x1[1]
+    x2[2] = 0.0
+    return jnp.asarray(x1), jnp.asarray(x2)
+
+
+def _close(a, b, tol):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    assert np.isfinite(a).all()
+    scale = max(np.abs(b).max(), 1e-300)
+    assert np.abs(a - b).max() <= tol * scale, np.abs(a - b).max() / scale
+
+
+@pytest.mark.parametrize("name", list(EXPRESSIONS))
+def test_hermite_entries_take_the_matrix_path(name):
+    d = _dual(name)
+    assert d.method == "hermite"
+    assert _hermite_maps(d, {}) is not None
+    assert _hermite_maps(_Elementwise(d), {}) is None
+
+
+@pytest.mark.parametrize("name", list(EXPRESSIONS))
+def test_fc_matrix_path_equals_elementwise(name):
+    d = _dual(name)
+    x1, x2 = _inputs()
+    fast, ref = _net(d), _net(_Elementwise(d))
+    for other in (None, x2):
+        kf = fast.kernel_fn(x1, other, ("nngp", "ntk"))
+        kr = ref.kernel_fn(x1, other, ("nngp", "ntk"))
+        _close(kf.nngp, kr.nngp, 1e-12)
+        _close(kf.ntk, kr.ntk, 1e-12)
+
+
+def test_matrix_functions_equal_elementwise_incl_endpoints_and_zero_variance():
+    d = _dual("tanh")
+    table, mod = d.module._table(), d.module
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(7, 4)) * np.geomspace(0.01, 30, 7)[:, None]
+    Y = rng.normal(size=(5, 4))
+    Y[0], Y[1], Y[2] = X[2], -0.5 * X[4], 0.0
+    q1, q2, q12 = (X * X).mean(1), (Y * Y).mean(1), X @ Y.T / 4
+    for fn, mat, elem in (
+        (mod.activation, hs.nngp_matrix, hs.nngp),
+        (mod.derivative, hs.ntk_factor_matrix, hs.ntk_factor),
+    ):
+        M = mat(table, fn, mod.KINKS, q1, q12, q2)
+        E = elem(table, fn, mod.KINKS, q1[:, None], q12, q2[None, :])
+        _close(M, E, 1e-13)
+        # exact at ρ = ±1 (as the elementwise formula) and at zero variance (column 2)
+        assert abs(float(M[2, 0] - E[2, 0])) <= 1e-14 and abs(float(M[4, 1] - E[4, 1])) <= 1e-14
+        np.testing.assert_allclose(M[:, 2], E[:, 2], rtol=1e-14, atol=1e-16)
+        # batched (leading axes): one matrix per batch entry
+        B = mat(table, fn, mod.KINKS, jnp.stack([q1, 2 * q1]), jnp.stack([q12, 2 * q12]), jnp.stack([q2, 2 * q2]))
+        _close(B[0], M, 1e-15)
+        _close(B[1], mat(table, fn, mod.KINKS, 2 * q1, 2 * q12, 2 * q2), 1e-15)
+
+
+def test_truncation_tolerance_bounds_the_difference():
+    d = _dual("silu")
+    table, mod = d.module._table(), d.module
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(6, 3)) * np.geomspace(0.1, 3, 6)[:, None]
+    q1, q12 = (X * X).mean(1), X @ X.T / 3
+    full = hs.nngp_matrix(table, mod.activation, mod.KINKS, q1, q12, q1, rtol=0.0)
+    E = hs.nngp(table, mod.activation, mod.KINKS, q1[:, None], q12, q1[None, :])
+    _close(full, E, 1e-14)
+    N = np.sqrt(np.outer(d.diag(q1), d.diag(q1)))
+    for rtol in (1e-4, 1e-8):
+        loose = hs.nngp_matrix(table, mod.activation, mod.KINKS, q1, q12, q1, rtol=rtol)
+        assert np.all(np.abs(np.asarray(loose - full)) <= 2 * rtol * N)
+        # the diagonal (ρ = 1) stays exact whatever the truncation
+        np.testing.assert_allclose(np.diag(loose), d.diag(q1), rtol=1e-14)
+
+
+def test_conv_matrix_path_equals_elementwise():
+    d = _dual("tanh")
+    rng = np.random.default_rng(5)
+    x1 = jnp.asarray(rng.normal(size=(2, 4, 4, 2)) * np.array([0.5, 2.0])[:, None, None, None])
+    x2 = jnp.asarray(rng.normal(size=(1, 4, 4, 2)))
+
+    def net(act):
+        return L.serial(
+            L.Conv(8, (2, 2), padding="SAME"), L.Activation(act), L.Conv(8, (2, 2)), L.Flatten(), L.Dense(1)
+        )
+
+    fast, ref = net(d), net(_Elementwise(d))
+    for other in (None, x2):
+        kf = fast.kernel_fn(x1, other, ("nngp", "ntk"))
+        kr = ref.kernel_fn(x1, other, ("nngp", "ntk"))
+        _close(kf.nngp, kr.nngp, 1e-12)
+        _close(kf.ntk, kr.ntk, 1e-12)
+
+
+def test_jit_and_grad_through_the_matrix_path():
+    d = _dual("tanh")
+    x1, x2 = _inputs(seed=1, n1=5, n2=4)
+    fast, ref = _net(d), _net(_Elementwise(d))
+
+    def total(net, x):
+        return jnp.sum(net.kernel_fn(x, x2, "ntk")) + jnp.sum(net.kernel_fn(x, None, "nngp"))
+
+    v = total(fast, x1)
+    assert float(jax.jit(functools.partial(total, fast))(x1)) == pytest.approx(float(v), rel=1e-13)
+    g = jax.grad(functools.partial(total, fast))(x1)
+    g_ref = jax.grad(functools.partial(total, ref))(x1)
+    _close(g, g_ref, 1e-10)
+
+    def by_weight(w):
+        net = L.serial(L.Dense(1, w, 0.1), L.Activation(d), L.Dense(1, w, 0.1))
+        return jnp.sum(net.kernel_fn(x1, x2, "ntk"))
+
+    eps = 1e-6
+    fd = (by_weight(1.3 + eps) - by_weight(1.3 - eps)) / (2 * eps)
+    assert float(jax.grad(by_weight)(1.3)) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_zero_variance_rows_are_finite_with_finite_gradients():
+    d = _dual("elu")
+    table, mod = d.module._table(), d.module
+    q1 = jnp.array([0.0, 0.7, 2.0])
+    q2 = jnp.array([1.5, 0.0])
+    q12 = jnp.array([[0.0, 0.0], [0.4, 0.0], [-1.0, 0.0]])
+
+    def f(q1, q12, q2):
+        return jnp.sum(hs.nngp_matrix(table, mod.activation, mod.KINKS, q1, q12, q2))
+
+    M = hs.nngp_matrix(table, mod.activation, mod.KINKS, q1, q12, q2)
+    E = hs.nngp(table, mod.activation, mod.KINKS, q1[:, None], q12, q2[None, :])
+    _close(M, E, 1e-14)
+    for g in jax.grad(f, argnums=(0, 1, 2))(q1, q12, q2):
+        assert np.isfinite(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize("name", ["tanh", "silu"])
+def test_float32(name):
+    d = _dual(name)
+    x1, x2 = _inputs(seed=2)
+    net = _net(d, depth=3)
+    k64 = net.kernel_fn(x1, x2, ("nngp", "ntk"))
+    k32 = net.kernel_fn(x1.astype(jnp.float32), x2.astype(jnp.float32), ("nngp", "ntk"))
+    for g in ("nngp", "ntk"):
+        a, b = np.asarray(getattr(k64, g)), np.asarray(getattr(k32, g))
+        assert b.dtype == np.float32
+        _close(b, a, 1e-4)
