@@ -11,13 +11,21 @@ Cases (the issue's):
   double in ``tests/_duals.py``; XLA's CPU arctan2 is a scalar libm call).
 * ``fc_large``: n=20,000 fully connected (ReLU, depth 3), NNGP and NTK, computed in memory-bounded tiles
   (1 GiB working-set budget) into host memory.
+* ``fc_hermite``: Hermite-table catalog entries (tanh, SiLU, swish, ELU) through the layer API, FC depth 3,
+  NNGP+NTK: ``after`` is the matrix path (per-input coefficients, an (n, n) Horner accumulator, adaptive
+  number of terms) at n=1000 on the issue's inputs (set A, entries N(0, 1/256): per-layer variances ~0.01)
+  and on inputs of norm √d (set D: variances ~2, where many more terms are needed); ``before`` is the
+  previous elementwise path ((n, n, J) arrays), timed at n=200 only (it takes minutes beyond that),
+  with the matrix path at n=200 beside it.
+* ``fc_hermite_large``: tanh at n=20,000 (set A), tiled like ``fc_large``.
 
 Compile time = first call − best later call (the first call compiles every step; later calls hit the
 caches). All JAX devices are used (one on a plain CPU; set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to split the work over N host devices). Activations
 come from ``dualact.catalog`` when it has them, else from the closed-form test doubles (column ``source``).
 
-Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large] [--repeats 3]``.
+Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large,fc_hermite,fc_hermite_large]
+[--repeats 3]``.
 Results: ``benchmarks/results/kernels.json`` and a printed table.
 """
 
@@ -50,6 +58,12 @@ FC_ACTIVATIONS = {
     "gabor": ("gabor", {}, "gabor"),
 }
 ENGINE_ACTIVATIONS = {"tanh": "tanh(x)", "silu": "x/(1+exp(-x))"}
+HERMITE_ACTIVATIONS = {
+    "tanh": "tanh(x)",
+    "silu": "x/(1 + exp(-x))",
+    "swish": "x/(1 + exp(-x))",
+    "elu": "Max(x, 0) + Min(exp(x) - 1, 0)",
+}
 
 
 def _activation(name):
@@ -210,11 +224,117 @@ def bench_fc_large(repeats):
     ]
 
 
-CASES = {"fc": bench_fc, "fc_engine": bench_fc_engine, "myrtle5": bench_myrtle, "fc_large": bench_fc_large}
+class _Elementwise:
+    """A DualKernel seen through its four kernel functions only: the layer then evaluates it entry by entry
+    (the path Hermite-table entries took before the matrix path)."""
+
+    def __init__(self, dual):
+        self._d = dual
+        self.name = getattr(dual, "name", "elementwise") + " (elementwise)"
+
+    def nngp(self, q11, q12, q22):
+        return self._d.nngp(q11, q12, q22)
+
+    def ntk_factor(self, q11, q12, q22):
+        return self._d.ntk_factor(q11, q12, q22)
+
+    def diag(self, q):
+        return self._d.diag(q)
+
+    def ntk_diag(self, q):
+        return self._d.ntk_diag(q)
+
+
+def _hermite_dual(name):
+    """(DualKernel, source): the catalog entry, else the expression derived in memory."""
+    try:
+        from dualact import catalog
+
+        found = catalog.get(name)
+        if found is not None:
+            return found, "catalog"
+    except Exception:
+        pass
+    import dualact
+
+    return dualact.derive(HERMITE_ACTIVATIONS[name]), "derive"
+
+
+def _fc_inputs(n, kind, seed=0):
+    import numpy as np
+
+    x = np.random.default_rng(seed).normal(0.0, 1 / 16, size=(n, 256))
+    return x if kind == "A" else x * 16  # D: rows of norm ≈ √d
+
+
+def bench_fc_hermite(repeats):
+    from dualact import layers as L
+
+    rows = []
+    for name in HERMITE_ACTIVATIONS:
+        dual, source = _hermite_dual(name)
+        variants = [("after", dual, 1000, "A"), ("after", dual, 1000, "D"), ("after", dual, 200, "A")]
+        variants.append(("before", _Elementwise(dual), 200, "A"))
+        for path, act, n, kind in variants:
+            x = _fc_inputs(n, kind)
+            net = L.fully_connected(3, 512, L.Activation(act), W_std=1.5, b_std=0.05)
+            reps = repeats if path == "after" else 1
+            r = _time(lambda net=net, x=x: net.kernel_fn(x, None, ("nngp", "ntk")), reps)
+            rows.append(
+                {
+                    "case": "fc_hermite",
+                    "activation": f"{name} {path} n={n} set {kind}",
+                    "source": source,
+                    "path": path,
+                    "n": n,
+                    "d": 256,
+                    "inputs": kind,
+                    **r,
+                }
+            )
+            print(f"  {rows[-1]['activation']}: {r['run_s']:.3f} s (compile {r['compile_s']:.1f} s)", flush=True)
+    return rows
+
+
+def bench_fc_hermite_large(repeats):
+    import numpy as np
+
+    from dualact import layers as L
+
+    dual, source = _hermite_dual("tanh")
+    n = 20_000
+    x = _fc_inputs(n, "A")
+    net = L.fully_connected(3, 512, L.Activation(dual), W_std=1.5, b_std=0.05)
+    t0 = time.perf_counter()
+    k = net.kernel_fn(x, None, ("nngp", "ntk"))
+    total = time.perf_counter() - t0
+    ok = bool(np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all())
+    return [
+        {
+            "case": "fc_hermite_large",
+            "activation": "tanh (hermite)",
+            "source": source,
+            "n": n,
+            "d": 256,
+            "total_s": total,
+            "finite": ok,
+            "output_gib": 2 * k.nngp.nbytes / 2**30,
+        }
+    ]
+
+
+CASES = {
+    "fc": bench_fc,
+    "fc_engine": bench_fc_engine,
+    "myrtle5": bench_myrtle,
+    "fc_large": bench_fc_large,
+    "fc_hermite": bench_fc_hermite,
+    "fc_hermite_large": bench_fc_hermite_large,
+}
 
 
 def _table(rows):
-    lines = [f"{'case':10} {'activation':26} {'source':12} {'run s':>9} {'compile s':>10}  note"]
+    lines = [f"{'case':10} {'activation':30} {'source':12} {'run s':>9} {'compile s':>10}  note"]
     for r in rows:
         run = r.get("run_s", r.get("total_s"))
         run = "-" if run is None else f"{run:9.3f}"
@@ -226,10 +346,10 @@ def _table(rows):
             note = "unavailable: " + r.get("error", "")[:80]
         if "target_s" in r and "run_s" in r:
             note = f"target < {r['target_s']} s"
-        if r.get("case") == "fc_large":
+        if r.get("case") in ("fc_large", "fc_hermite_large"):
             note = f"{r['output_gib']:.1f} GiB output, tiled"
         src = r.get("source", "")
-        lines.append(f"{r['case']:10} {r['activation']:26} {src:12} {run:>9} {comp:>10}  {note}")
+        lines.append(f"{r['case']:10} {r['activation']:30} {src:12} {run:>9} {comp:>10}  {note}")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:a252d1440b7e53d4ad4994fa613c6bea7fece51df23f3b4b7ca682df9244609c
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:a252d1440b7e53d4ad4994fa613c6bea7fece51df23f3b4b7ca682df9244609c
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:c7d3df5ff89844c79a60a76877f0e181d5c20f267536805d6a8001a17b6a066b
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:c7d3df5ff89844c79a60a76877f0e181d5c20f267536805d6a8001a17b6a066b
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:c2ebe10a9384fe64b68350ab30abb166014d33e110924b1b69c6ae1ace40b027
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:c2ebe10a9384fe64b68350ab30abb166014d33e110924b1b69c6ae1ace40b027
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:7b363dab8eb4cc4dc93f99e9b39023f8e2832bf605592cd3696bf23a97d99a01
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:7b363dab8eb4cc4dc93f99e9b39023f8e2832bf605592cd3696bf23a97d99a01
 """
 
 from __future__ import annotations

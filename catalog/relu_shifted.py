@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:e21031039d2693487b44fdb40e17cddf1ada4a523e2db7237e2701c1c582ec1a
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:e21031039d2693487b44fdb40e17cddf1ada4a523e2db7237e2701c1c582ec1a
 """
 
 from __future__ import annotations

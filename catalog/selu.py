@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:0a3356e8741f209a790029fa41517281921ccad920a15e42958918ba96771eee
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:0a3356e8741f209a790029fa41517281921ccad920a15e42958918ba96771eee
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:ef38def565034e09cc540e19a464bce7fa19baa8c425d8e69c35803f7a30f7b9
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:ef38def565034e09cc540e19a464bce7fa19baa8c425d8e69c35803f7a30f7b9
 """
 
 from __future__ import annotations

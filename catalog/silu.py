@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:fb1c61bc79f2aac1b26dd1bf876f4963ff5ab6265b91d5d006dfcfcbf11b0886
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:fb1c61bc79f2aac1b26dd1bf876f4963ff5ab6265b91d5d006dfcfcbf11b0886
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:58ccd6e13b998a544bd42ab1b1c0964dbaa3a1a10fc4a650eca9b38f3345dfce
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:58ccd6e13b998a544bd42ab1b1c0964dbaa3a1a10fc4a650eca9b38f3345dfce
 """
 
 from __future__ import annotations

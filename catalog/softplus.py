@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:eb615b4bbf03152901fefeae6d323f779af5c6d0eb1828de7a67ed7eb01adc02
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:eb615b4bbf03152901fefeae6d323f779af5c6d0eb1828de7a67ed7eb01adc02
 """
 
 from __future__ import annotations

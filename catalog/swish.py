@@ -27,7 +27,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:6e9025c265a4e29f71425513275958bb49ecae32e958cc451c8db5773640c018
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:6e9025c265a4e29f71425513275958bb49ecae32e958cc451c8db5773640c018
 """
 
 from __future__ import annotations

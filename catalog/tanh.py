@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 1, sympy 1.14.0, derivation sha256:6f4737a13b39bdf163ae9e70bb29fd2873c56682ca3e41d4974f4e8d4b21e54b
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:6f4737a13b39bdf163ae9e70bb29fd2873c56682ca3e41d4974f4e8d4b21e54b
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from dualact.symbolic.derivation import Derivation
 from dualact.symbolic.symbols import q, q11, q12, q22, x
 
 from .printer import JaxCodePrinter
-from .stabilize import needs_custom_jvp, partials, stabilize
+from .stabilize import exact_gram, needs_custom_jvp, partials, stabilize
 from .template import (
     CONVENTION_AE,
     CONVENTIONS_CLOSED,
@@ -44,7 +44,7 @@ from .template import (
     HERMITE_TABLE,
 )
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bumped whenever the emitted text changes; ``dualact catalog check`` reports older modules as stale."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -255,12 +255,12 @@ class _ClosedFormEmitter:
         vnames = ", ".join(v.name for v in variables)
         stab = stabilize(expr)
         like = variables[1].name if len(variables) == 3 else variables[0].name
-        lines, (out,) = self.code.body([stab], like, variables)
+        lines, (out,) = self.code.body([exact_gram(stab)], like, variables)
         head = [f"def {fname}({vnames}{self.pargs}):"]
         if len(variables) == 3 and needs_custom_jvp(stab, self.psyms):
             wrt = list(variables) + list(self.psyms)
             derivs, _ = partials(stab, wrt, self.psyms)
-            jlines, outs = self.code.body([stab, *derivs], like, variables)
+            jlines, outs = self.code.body([exact_gram(e) for e in (stab, *derivs)], like, variables)
             value, *douts = outs
             self.uses_tangent = True
             self.blocks.append("\n".join(["@jax.custom_jvp", *head, *lines, f"    return {out}"]))

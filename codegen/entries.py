@@ -38,7 +38,9 @@ class Entry:
             return self.build()
         from dualact.symbolic.derive import derive
 
-        return derive(self.expression, dict(self.params) or None, name=self.name, use_cache=use_cache, time_budget=240.0)
+        return derive(
+            self.expression, dict(self.params) or None, name=self.name, use_cache=use_cache, time_budget=240.0
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class JaxCodePrinter(JaxPrinter):
         name = type(expr).__name__
         if name == "safe_sqrt":
             return f"_num.safe_sqrt({self._print(expr.args[0])})"
+        if name == "gram_det":
+            return f"_num.gram_det({', '.join(self._print(a) for a in expr.args)})"
         if name == "safe_atan2":
             return f"_num.safe_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
         if name in _SPECIAL:

@@ -48,6 +48,37 @@ class safe_atan2(sp.Function):  # noqa: N801 - printed name
         return x / r2 if argindex == 1 else -y / r2
 
 
+class gram_det(sp.Function):  # noqa: N801 - printed name
+    """q11·q22 − q12² evaluated exactly 0 at ρ = ±1 (printed as ``_num.gram_det``; see there)."""
+
+    nargs = 3
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        a, c, b = self.args
+        return (b, -2 * c, a)[argindex - 1]
+
+
+_DET = q11 * q22 - q12**2
+
+
+def exact_gram(expr: sp.Expr) -> sp.Expr:
+    """Write every clamped root of a multiple of q11·q22 − q12² as ``safe_sqrt(k·gram_det(q11, q12, q22))``.
+
+    Applied last, just before printing (after :func:`partials`, which needs the plain radicands).
+    """
+    if expr is None:
+        return None
+
+    def rewrite(root):
+        ratio = sp.cancel(root.args[0] / _DET)
+        if ratio.free_symbols & {q11, q12, q22}:
+            return root
+        return safe_sqrt(ratio * gram_det(q11, q12, q22))
+
+    return sp.sympify(expr).replace(lambda t: isinstance(t, safe_sqrt), rewrite)
+
+
 def _nonnegative(e: sp.Expr) -> bool:
     return bool(e.is_nonnegative) or (isinstance(e, sp.Pow) and e.exp == sp.S.Half)
 

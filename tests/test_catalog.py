@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import _fixtures as F
-import dualact.catalog
 import jax
 import numpy as np
 import pytest
 import sympy as sp
+
+import dualact.catalog
 from dualact.codegen import entries, writer
 from dualact.codegen.emit import GENERATOR_VERSION, emit, load_module
-
 from dualact.errors import CatalogError, DualactError, MissingParameterError
 from dualact.runtime.dual_kernel import DualKernel, NotHomogeneousError
 from dualact.symbolic.derivation import Derivation

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import _fixtures as F
 import pytest
-from dualact.codegen import writer
 
 from dualact import cli
+from dualact.codegen import writer
 from dualact.errors import ActivationSyntaxError
 
 ROOT = Path(__file__).resolve().parents[1]

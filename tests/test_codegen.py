@@ -15,10 +15,10 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+
 from dualact.codegen.emit import emit, load_module, module_source
 from dualact.codegen.printer import jax_code
 from dualact.codegen.stabilize import partials, safe_atan2, safe_sqrt, stabilize, vanishes_on_boundary
-
 from dualact.errors import CatalogError, MissingParameterError
 from dualact.symbolic.symbols import q, q11, q12, q22, x
 

@@ -45,7 +45,7 @@ from .derivation import Derivation
 from .normalize import ae_derivative, check_real_valued, check_second_moment, homogeneity_degree, to_heaviside
 from .parse import parse_activation
 from .price import dual_by_price
-from .symbols import q, q11, q12, q22, x
+from .symbols import q, q11, q12, q22
 from .verify import verify_closed_form
 
 __all__ = ["ENGINE_VERSION", "cache_dir", "derive", "hermite_table"]
@@ -361,7 +361,8 @@ def derive(
     except _OutOfTime:
         closed = None
     if closed is not None:
-        d = Derivation(method="closed_form", **common, **closed)
+        # the stored form: expressions re-evaluated from their srepr, so a cached copy compares equal
+        d = Derivation.from_json(Derivation(method="closed_form", **common, **closed).to_json())
         try:
             accuracy = verify_closed_form(d, sigma, deriv)
         except VerificationError as exc:
@@ -378,7 +379,9 @@ def derive(
     table, info, accuracy = _hermite(sigma, deriv, parsed.params, values, kinks, deadline - time.monotonic())
     if rejected:
         accuracy["closed_form_rejected"] = rejected
-    d = Derivation(method="hermite", tier="hermite", accuracy=accuracy, hermite=info, **common)
+    d = Derivation.from_json(
+        Derivation(method="hermite", tier="hermite", accuracy=accuracy, hermite=info, **common).to_json()
+    )
     if use_cache:
         _cache_store(key, d, table)
     return d

@@ -16,6 +16,7 @@ import mpmath
 import sympy as sp
 
 from dualact.errors import DivergentActivationError, NotRealValuedError
+from dualact.symbolic.quadrature import mpmath_function
 from dualact.symbolic.symbols import x
 
 H = sp.Heaviside
@@ -158,7 +159,12 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
                 )
     if e.free_symbols - {x}:
         return  # symbolic parameters: only the structural check above applies (values are checked at use)
-    f = sp.lambdify(x, e, modules="mpmath")
+    f = mpmath_function(e)
+    for point in _singular_points(e):
+        if not _square_integrable_near(f, point):
+            raise DivergentActivationError(
+                f"E[σ(u)²] diverges for Gaussian u: σ = {expr} has a non-square-integrable singularity at x = {point}"
+            )
     with mpmath.workdps(30):
         growth = []
         for point in (1e3, 1e4):
@@ -178,12 +184,53 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
         )
 
 
+def _singular_points(e: sp.Expr) -> list[sp.Expr]:
+    """Real zeros of the denominators and logarithm arguments of σ (where it may blow up)."""
+    bases = [p.base for p in e.atoms(sp.Pow) if p.exp.is_negative]
+    bases += [lg.args[0] for lg in e.atoms(sp.log)]
+    points: set = set()
+    for base in bases:
+        b = base.replace(lambda t: isinstance(t, sp.Abs), lambda t: t.args[0])
+        for branch in (1, 0):  # Heaviside(·) → 1 and → 0: the polynomial on each side of a kink
+            bb = b.replace(lambda t: isinstance(t, sp.Heaviside), lambda t, v=branch: sp.Integer(v))
+            if not bb.has(x) or not bb.is_polynomial(x):
+                continue
+            try:
+                points.update(sp.Poly(bb, x).real_roots())
+            except (sp.PolynomialError, NotImplementedError):
+                continue
+    return sorted(points, key=lambda r: float(r))
+
+
+def _square_integrable_near(f, point) -> bool:
+    """Whether σ² is integrable at ``point``: h·σ(point ± h)² must tend to 0 as h → 0.
+
+    Decided at h = 1e-8, 1e-16, 1e-24 (50 digits): a non-integrable σ² ≳ c/h keeps h·σ² from decaying
+    (1/x, |x|^(-1/2)); log-type and removable singularities (log|x|, sin(x)/x) decay.
+    """
+    with mpmath.workdps(50):
+        x0 = mpmath.mpf(sp.N(point, 60))
+        for sgn in (1, -1):
+            vals = []
+            for h in (mpmath.mpf("1e-8"), mpmath.mpf("1e-16"), mpmath.mpf("1e-24")):
+                try:
+                    v = h * abs(mpmath.mpmathify(f(x0 + sgn * h))) ** 2
+                except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+                    return False
+                vals.append(v)
+            if not all(mpmath.isfinite(v) for v in vals):
+                return False
+            if vals[2] > 1e-6 and vals[2] > 0.9 * vals[1] and vals[1] > 0.9 * vals[0]:
+                return False
+    return True
+
+
 def check_real_valued(expr: sp.Expr, params: dict | None = None) -> None:
     """Raise NotRealValuedError if σ is undefined or complex somewhere on the real line (e.g. log(x), sqrt(x))."""
     e = expr.subs({s: v for s in expr.free_symbols for k, v in (params or {}).items()
                    if v is not None and s.name == k})
     e = e.subs({s: sp.Rational(7, 10) for s in e.free_symbols - {x}})
-    f = sp.lambdify(x, e, modules="mpmath")
+    f = mpmath_function(e)
     with mpmath.workdps(20):
         for point in (-7.3, -2.1, -0.6, -0.01, 0.01, 0.6, 2.1, 7.3):
             try:

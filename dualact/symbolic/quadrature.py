@@ -181,11 +181,25 @@ def lambdify_numpy(expr) -> ArrayFn:
     return f
 
 
+def _mp_heaviside(t, h0=0.5):
+    return h0 if t == 0 else (1 if t > 0 else 0)
+
+
+# Printed as plain calls: SymPy's mpmath printer would rewrite Heaviside as a Piecewise, whose condition
+# simplification grows exponentially with the number of Heavisides.
+MPMATH_FUNCTIONS = {"Heaviside": _mp_heaviside, "Max": max, "Min": min}
+
+
+def mpmath_function(expr, variables=(x,)) -> Callable:
+    """Raw ``sympy.lambdify`` of ``expr`` for mpmath arguments (Heaviside, Max, Min as plain calls)."""
+    return sp.lambdify(variables, expr, modules=[MPMATH_FUNCTIONS, "mpmath"])
+
+
 def lambdify_mpmath(expr) -> Callable:
     """Scalar mpmath callable of a SymPy σ(x) (DiracDelta terms count as 0)."""
     expr = sp.sympify(expr).replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     _check_univariate(expr)
-    fn = sp.lambdify(x, expr, modules="mpmath")
+    fn = mpmath_function(expr)
     return lambda t: mpmath.mpf(fn(t))
 
 

@@ -27,7 +27,7 @@ from dualact.errors import DivergentActivationError, VerificationError
 
 from .derivation import Derivation
 from .normalize import check_second_moment
-from .quadrature import dual_reference, expectation_1d, find_kinks, lambdify_numpy
+from .quadrature import dual_reference, expectation_1d, find_kinks, lambdify_numpy, mpmath_function
 from .symbols import q, q11, q12, q22
 
 __all__ = ["TOLERANCE", "sample_parameters", "verify_closed_form"]
@@ -65,7 +65,7 @@ def sample_parameters(sigma: sp.Expr, params: tuple[str, ...], rng) -> tuple[flo
 
 
 def _mp_fn(e: sp.Expr, variables):
-    return sp.lambdify(variables, e, modules="mpmath")
+    return mpmath_function(e, variables)
 
 
 def _points(rng) -> list[tuple[float, float, float]]:
@@ -99,7 +99,7 @@ def verify_closed_form(d: Derivation, sigma: sp.Expr, deriv: sp.Expr) -> dict:
         checks = [("nngp", d.nngp, s_num, False), ("ntk", d.ntk_factor, ds_num, True)]
         norms_cache: dict[tuple[str, float], float] = {}
 
-        def norm2(which, qq, expr=None, f=f, kinks=kinks, ds_num=ds_num):
+        def norm2(which, qq, f=f, kinks=kinks, ds_num=ds_num, norms_cache=norms_cache):
             k = (which, qq)
             if k not in norms_cache:
                 if which == "nngp":
@@ -133,7 +133,9 @@ def verify_closed_form(d: Derivation, sigma: sp.Expr, deriv: sp.Expr) -> dict:
                     got = float(sp.re(complex(fn(mpmath.mpf(qq)))))
                 err = abs(got - ref) / abs(ref) if ref else abs(got)
                 if not err <= TOLERANCE:
-                    raise VerificationError(f"diagonal formula disagrees with quadrature at q = {qq}: {got!r} vs {ref!r}")
+                    raise VerificationError(
+                        f"diagonal formula disagrees with quadrature at q = {qq}: {got!r} vs {ref!r}"
+                    )
                 worst[which] = max(worst[which], err)
         for formula, expr, which in ((d.mean, s_num, "nngp"), (d.ntk_mean, ds_num, "ntk")):
             if formula is None:
