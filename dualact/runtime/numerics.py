@@ -40,8 +40,10 @@ def gram_det(q11, q12, q22):
     multiply-add whose result is the rounding error of q12², ~1e-16·q², and whose square root is then
     ~1e-8·q — an error of √eps in every arcsine kernel at ρ = ±1.
 
-    >>> float(gram_det(0.1, 0.1, 0.1)), float(gram_det(2.0, 1.0, 3.0))
-    (0.0, 5.0)
+    >>> float(gram_det(0.1, 0.1, 0.1)), float(gram_det(4.0, 1.0, 1.0))
+    (0.0, 3.0)
+
+    Elsewhere the error is that of the plain formula, a few ulp of q11·q22.
     """
     s = jnp.sqrt(jnp.maximum(q11 * q22, 0.0))
     return (s - q12) * (s + q12)
