@@ -8,51 +8,59 @@ Source:      '1.0507009873554804934193349852946*(Max(x, 0) + 1.67326324235437728
 Activation:  σ(x) = 5253504936777402467096674926473*Max(0, x)/5000000000000000000000000000000 +
              87904967042368842997010876040615967103012290445610415488549141*Min(0, exp(x) -
              1)/50000000000000000000000000000000000000000000000000000000000000
-Method:      hermite (tier: hermite); kinks at 0.0
-Accuracy:    error_bound = 2.34e-05, nngp_error_full_range = 3.11e-08, nngp_error_q16 = 1.75e-08, nngp_terms =
-             512, note = certified normalised error (Parseval tail + interpolation) for |ρ| ≤ 0.99 and
-             variances in [1/16, 16] (error_bound) and in [1e-3, 1e3] (full_range); diagonal and |ρ| = 1 exact
-             (one-dimensional quadrature), ntk_error_full_range = 3.96e-05, ntk_error_q16 = 2.34e-05,
-             ntk_terms = 512
+Method:      quadrature_1d (tier: conditional_1d); kinks at 0.0
+Accuracy:    conditional_mean_error = 1.92e-31, nngp_error = 5.96e-16, nodes = 360, note = max normalised
+             error |ΔT|/√(T(q11,q11,q11)T(q22,q22,q22)) against 2-D kink-aware quadrature at 7 points (off-
+             sphere variances, |ρ| up to 0.999) and 1-D mpmath quadrature at ρ = ±1, ntk_error = 6.22e-16,
+             points = 7
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
 
+  g(μ, s) = E[σ(μ + s z)] = 5253504936777402467096674926473*mu*(1 -
+      erfc(sqrt(2)*mu/(2*s))/2)/5000000000000000000000000000000 +
+      5253504936777402467096674926473*sqrt(2)*s*exp(-mu**2/(2*s**2))/(10000000000000000000000000000000*sqrt(pi))
+      + 87904967042368842997010876040615967103012290445610415488549141*(1 - erfc(sqrt(2)*(-mu -
+      s**2)/(2*s))/2)*exp(mu + s**2/2)/50000000000000000000000000000000000000000000000000000000000000 -
+      87904967042368842997010876040615967103012290445610415488549141*erfc(sqrt(2)*mu/(2*s))/100000000000000000000000000000000000000000000000000000000000000
+  gd(μ, s) = E[σ'(μ + s z)] = 87904967042368842997010876040615967103012290445610415488549141*(1 -
+      erfc(sqrt(2)*(-mu - s**2)/(2*s))/2)*exp(mu +
+      s**2/2)/50000000000000000000000000000000000000000000000000000000000000 -
+      5253504936777402467096674926473*erfc(sqrt(2)*mu/(2*s))/10000000000000000000000000000000 +
+      5253504936777402467096674926473/5000000000000000000000000000000
   σ(x) = 5253504936777402467096674926473*Max(0, x)/5000000000000000000000000000000 +
       87904967042368842997010876040615967103012290445610415488549141*Min(0, exp(x) -
       1)/50000000000000000000000000000000000000000000000000000000000000
   σ'(x) = 87904967042368842997010876040615967103012290445610415488549141*exp(x)*Heaviside(1 -
       exp(x))/50000000000000000000000000000000000000000000000000000000000000 +
       5253504936777402467096674926473*Heaviside(x)/5000000000000000000000000000000
-  T and Ṫ: truncated Hermite series Σ_j c_j(√q11) c_j(√q22) ρ^j (see Conventions).
 
 Conventions:
-  * T and Ṫ are evaluated from a table of scale-dependent Hermite coefficients c_j(s) = E[σ(s z) h_j(z)]
-    (stored beside this module as selu.npz) by dualact.runtime.hermite_series; diag and ntk_diag use
-    one-dimensional quadrature.
-  * Parameter values are fixed by the table: none (no parameters).
+  * T = E_z[σ(√q11 z)·g(c z, s)] with c = q12/√q11, s = √((q11 q22 − q12²)/q11) (Ṫ likewise with σ' and gd),
+    by composite Gauss–Legendre on z ∈ [−10, 10] with panel edges at the kinks of σ(√q11 z) and around the
+    boundary layer of g(c z, s) at z = k/c (dualact.runtime.quadrature_1d); g(μ, 0) = σ(μ) at ρ = ±1.
+  * diag, ntk_diag and the zero-variance means are the closed forms g_{σ²}(0, √q), g_{σ'²}(0, √q), g(0, √q).
+  * Parameter values are fixed: none (no parameters).
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:0a3356e8741f209a790029fa41517281921ccad920a15e42958918ba96771eee
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:b4e2c4957b923c1e447cab6bdb5d8acf4fb582836f66c4e8b3b154f5c53ed04d
 """
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 
-from dualact.runtime import hermite_series
-from dualact.symbolic.hermite import HermiteTable
+from dualact.runtime import quadrature_1d
 
 NAME = 'selu'
 KIND = 'activation'
-METHOD = 'hermite'
+METHOD = 'quadrature_1d'
 SOURCE = '1.0507009873554804934193349852946*(Max(x, 0) + 1.6732632423543772848170429916717*Min(exp(x) - 1, 0))'
 PARAMS = ()
 DEFAULTS = {}
 FIXED = {}
 KINKS = (0.0,)
+CONTINUOUS = True
 
 
 def _floats(*args):
@@ -61,15 +69,26 @@ def _floats(*args):
     return jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in args))
 
 
-_TABLE = None
+PIECES = {
+    'activation': (
+        (None, 0.0, ((0.0, (-1.7580993408473768,)), (1.0, (1.7580993408473768,)))),
+        (0.0, None, ((0.0, (0.0, 1.0507009873554805)),)),
+    ),
+    'derivative': (
+        (None, 0.0, ((1.0, (1.7580993408473768,)),)),
+        (0.0, None, ((0.0, (1.0507009873554805,)),)),
+    ),
+    'activation_sq': (
+        (None, 0.0, ((0.0, (3.090913292287981,)), (1.0, (-6.181826584575962,)), (2.0, (3.090913292287981,)))),
+        (0.0, None, ((0.0, (0.0, 0.0, 1.1039725648297816)),)),
+    ),
+    'derivative_sq': (
+        (None, 0.0, ((2.0, (3.090913292287981,)),)),
+        (0.0, None, ((0.0, (1.1039725648297816,)),)),
+    ),
+}
 
-
-def _table():
-    """The Hermite coefficient table (loaded once from selu.npz beside this module)."""
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = HermiteTable.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'selu.npz'))
-    return _TABLE
+_KERNEL = quadrature_1d.Kernel1D(PIECES, KINKS, CONTINUOUS)
 
 
 def activation(x):
@@ -86,20 +105,20 @@ def derivative(x):
 
 
 def nngp(q11, q12, q22):
-    """NNGP dual kernel T(q11, q12, q22) = E[σ(u)σ(v)] (Hermite series)."""
-    return hermite_series.nngp(_table(), activation, KINKS, q11, q12, q22)
+    """NNGP dual kernel T(q11, q12, q22) = E[σ(u)σ(v)] (one-dimensional quadrature)."""
+    return _KERNEL.nngp(q11, q12, q22)
 
 
 def ntk_factor(q11, q12, q22):
-    """NTK factor Ṫ(q11, q12, q22) = E[σ'(u)σ'(v)] (Hermite series)."""
-    return hermite_series.ntk_factor(_table(), derivative, KINKS, q11, q12, q22)
+    """NTK factor Ṫ(q11, q12, q22) = E[σ'(u)σ'(v)] (one-dimensional quadrature)."""
+    return _KERNEL.ntk_factor(q11, q12, q22)
 
 
 def diag(q):
-    """T(q, q, q) = E[σ(u)²] for u ~ N(0, q) (quadrature)."""
-    return hermite_series.diag(activation, KINKS, q)
+    """T(q, q, q) = E[σ(u)²] for u ~ N(0, q) (closed form)."""
+    return _KERNEL.diag(q)
 
 
 def ntk_diag(q):
-    """Ṫ(q, q, q) = E[σ'(u)²] for u ~ N(0, q) (quadrature)."""
-    return hermite_series.ntk_diag(derivative, KINKS, q)
+    """Ṫ(q, q, q) = E[σ'(u)²] for u ~ N(0, q) (closed form)."""
+    return _KERNEL.ntk_diag(q)

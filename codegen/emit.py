@@ -378,7 +378,7 @@ def _conventions(d: Derivation, base: str) -> str:
     return text
 
 
-def _header(d: Derivation, name: str, imports: str, conventions: str) -> str:
+def _header(d: Derivation, name: str, imports: str, conventions: str, extra_formulas=()) -> str:
     kind = kind_of(d)
     if kind == "activation":
         title = f"{name}: dual kernel of σ(x) = {sp.sstr(d.activation)}"
@@ -405,8 +405,9 @@ def _header(d: Derivation, name: str, imports: str, conventions: str) -> str:
     summary.append(f"Method:      {method}")
     summary.append(f"Accuracy:    {_accuracy_text(d.accuracy)}")
     summary = [textwrap.fill(t, 110, subsequent_indent=" " * 13, break_long_words=False) for t in summary]
-    formulas = []
-    if d.method != "hermite":
+    formulas = list(extra_formulas)
+    tabled = d.method in ("hermite", "quadrature_1d")  # parameters fixed, no closed-form T
+    if not tabled:
         formulas += [
             _wrap("T(q11, q12, q22)", d.nngp),
             _wrap("Ṫ(q11, q12, q22)", d.ntk_factor),
@@ -423,10 +424,10 @@ def _header(d: Derivation, name: str, imports: str, conventions: str) -> str:
         formulas.append(_wrap("E[σ'(u)]", d.ntk_mean))
     if d.method == "hermite":
         formulas.append("  T and Ṫ: truncated Hermite series Σ_j c_j(√q11) c_j(√q22) ρ^j (see Conventions).")
-    params = tuple(d.params) if d.method != "hermite" else ()
+    params = tuple(d.params) if not tabled else ()
     defaults = (
         {p: float(d.param_values[p]) for p in d.params if d.param_values.get(p) is not None}
-        if d.method != "hermite"
+        if not tabled
         else {}
     )
     text = HEADER.substitute(
@@ -588,6 +589,10 @@ def emit(derivation: Derivation, name: str, *, table=None, npz: bytes | None = N
     if derivation.method == "hermite":
         src, npz = _emit_hermite(derivation, name, table, npz)
         return EmittedModule(name=name, kind=kind_of(derivation), source=src, npz=npz)
+    if derivation.method == "quadrature_1d":
+        from .emit_1d import emit_1d
+
+        return EmittedModule(name=name, kind=kind_of(derivation), source=emit_1d(derivation, name))
     src = _ClosedFormEmitter(derivation, name).emit()
     return EmittedModule(name=name, kind=kind_of(derivation), source=src)
 

@@ -299,7 +299,12 @@ def _show(args, out: Output) -> int:
     if d.homogeneity is not None:
         out.print(f"{label('homogeneous')}degree {d.homogeneity}")
     out.print(f"{label('accuracy')}{_accuracy_line(rec)}")
-    if d.method != "hermite":
+    if d.method == "quadrature_1d":
+        from dualact.symbolic.conditional import formula_lines
+
+        for name, text in formula_lines(d):
+            out.print(f"{label(name)}{text}")
+    elif d.method != "hermite":
         out.print(f"{label('T')}{sp.sstr(d.nngp)}")
         out.print(f"{label('Ṫ')}{sp.sstr(d.ntk_factor)}")
         out.print(f"{label('T(q,q,q)')}{sp.sstr(d.diag)}")

@@ -193,6 +193,11 @@ def _describe(k, say) -> None:
             "   T:          Σ_j c_j(√q11) c_j(√q22) ρ^j, "
             f"{meta.get('J', '?')} Hermite terms (NTK: {meta.get('J_ntk', '?')})"
         )
+    elif k.method == "quadrature_1d":
+        from dualact.symbolic.conditional import formula_lines
+
+        for name, text in formula_lines(d):
+            say(f"   {name + ':':15s} {text}")
     else:
         say(f"   T(q11,q12,q22) = {sp.sstr(k.expression)}")
         say(f"   Ṫ(q11,q12,q22) = {sp.sstr(k.ntk_expression)}")

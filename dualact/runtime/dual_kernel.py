@@ -218,7 +218,8 @@ class DualKernel:
         act = self.derivation.activation
         if act is None:
             raise DualactError(f"{self.name} is a kernel-only entry: it has no Hermite coefficients")
-        values = self._numeric_params(params) if self.method != "hermite" else self._fixed_values()
+        fixed = self.method in ("hermite", "quadrature_1d")
+        values = self._fixed_values() if fixed else self._numeric_params(params)
         by_name = {s.name: s for s in act.free_symbols}
         return act.xreplace({by_name[k]: sp.nsimplify(v) for k, v in values.items() if k in by_name})
 

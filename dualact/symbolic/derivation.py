@@ -15,7 +15,7 @@ from typing import Any
 
 import sympy as sp
 
-METHODS = ("closed_form", "one_dimensional", "hermite", "kernel_only")
+METHODS = ("closed_form", "one_dimensional", "quadrature_1d", "hermite", "kernel_only")
 
 _EXPR_FIELDS = (
     "activation",
@@ -27,6 +27,8 @@ _EXPR_FIELDS = (
     "mean",
     "ntk_mean",
 )
+
+_OPTIONAL_FIELDS = ("conditional",)  # left out of the JSON when None, so older content hashes stay valid
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class Derivation:
       accuracy: verification figures (e.g. {"max_rel_err_nngp": 3e-15, "points": 6}).
       hermite: for method "hermite", a dict describing the coefficient table (see ``dualact.symbolic.hermite``).
       ntk_singular: True when ∂Ṫ/∂q12 is genuinely infinite at ρ = ±1 (codegen emits a custom_jvp).
+      conditional: for method "quadrature_1d", the pieces of σ, σ', σ², σ'² and the closed forms of
+        g(μ, s) = E[σ(μ + s z)] and gd(μ, s) = E[σ'(μ + s z)] (srepr), see ``dualact.symbolic.conditional``.
+        Omitted from the JSON when ``None`` (older records and hashes are unchanged).
     """
 
     source: str
@@ -72,6 +77,7 @@ class Derivation:
     accuracy: dict[str, Any] = field(default_factory=dict)
     hermite: dict[str, Any] | None = None
     ntk_singular: bool = False
+    conditional: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -82,6 +88,8 @@ class Derivation:
         d: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name in _OPTIONAL_FIELDS and v is None:
+                continue
             if f.name in _EXPR_FIELDS:
                 d[f.name] = None if v is None else sp.srepr(v)
             elif f.name in ("params", "kinks"):

@@ -1,0 +1,245 @@
+"""JAX evaluation of one-dimensional-tier dual kernels (method ``quadrature_1d``).
+
+σ is given by its pieces between the kinks, each a sum of polynomial × e^{βx} terms (see
+:mod:`dualact.symbolic.conditional`), as plain data ``((lo, hi, ((β, (p_0, p_1, …)), …)), …)`` with ``None`` for
+∓∞. Then g(μ, s) = E[σ(μ + s z)] is evaluated in closed form (truncated Gaussian moments by the recurrence
+I_{n+1} = μ' I_n + n s² I_{n−1} + s(loⁿB(lo) − hiⁿB(hi)), with log_ndtr for the tails), and
+
+    T(q11, q12, q22) = E_z[σ(√q11 z)·g(c z, s)],   c = q12/√q11,   s = √((q11 q22 − q12²)/q11),
+
+is a composite Gauss–Legendre rule on z ∈ [−L, L]: a static grid, plus panel edges at the kinks of σ(√q11 z)
+(z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges k/c, k/c ± w/4, k/c ± w with
+w = 8 s/|c|, so the layer stays resolved as ρ → ±1). The number of edges is static (shapes do not depend on
+the values), edges are clipped into [−L, L] and sorted, and zero-width panels carry zero weight. At s = 0
+(ρ = ±1, exactly 0 under jit thanks to :func:`~dualact.runtime.numerics.gram_det`) g(μ, 0) = σ(μ).
+
+The diagonal and the zero-variance means are closed forms: E[σ(√q z)²] = g_{σ²}(0, √q) and
+E[σ(√q z)] = g_σ(0, √q) (σ(0) at q = 0). Zero variance gives T = E[σ(u)]·E[σ(v)].
+
+Gradients: everything is differentiable (double-where at s = 0 and q = 0, the panel edges are
+``stop_gradient``-ed). For continuous σ the partial derivative ∂T/∂q12 is, by Price's theorem, the NTK
+factor Ṫ; a ``jax.custom_jvp`` returns exactly that (∂/∂q11 and ∂/∂q22 are autodiff through the rule).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import log_ndtr
+
+from .numerics import gram_det, safe_sqrt
+
+__all__ = ["Kernel1D", "conditional_mean", "piecewise"]
+
+L = 10.0
+N_NODES = 20
+_GRID = (-L, -7.0, -5.0, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0, 3.5, 5.0, 7.0, L)
+_LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/|c|
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _floats(*args):
+    dtype = jnp.result_type(*args, float)
+    return jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in args))
+
+
+def _poly(coeffs, t):
+    out = jnp.zeros_like(t) + coeffs[-1]
+    for c in coeffs[-2::-1]:
+        out = out * t + c
+    return out
+
+
+def piecewise(pieces, x):
+    """σ(x) from its pieces (each piece evaluated at x clipped into its interval: no overflow, no NaN)."""
+    out = jnp.zeros_like(x)
+    for lo, hi, terms in pieces:
+        if not terms:
+            continue
+        xc = jnp.clip(x, lo, hi) if (lo is not None or hi is not None) else x
+        val = sum(_poly(coeffs, xc) * (jnp.exp(beta * xc) if beta else 1.0) for beta, coeffs in terms)
+        mask = jnp.ones(x.shape, bool)
+        if lo is not None:
+            mask = mask & (x >= lo)
+        if hi is not None:
+            mask = mask & (x < hi)
+        out = out + jnp.where(mask, val, 0.0)
+    return out
+
+
+def _mass(E, tl, th, lo, hi):
+    """e^E·(Φ(th) − Φ(tl)) without overflow or cancellation in the tails."""
+    if lo is None and hi is None:
+        return jnp.exp(E)
+    if lo is None:
+        return jnp.exp(E + log_ndtr(th))
+    if hi is None:
+        return jnp.exp(E + log_ndtr(-tl))
+    upper = jnp.exp(E + log_ndtr(-tl)) - jnp.exp(E + log_ndtr(-th))
+    lower = jnp.exp(E + log_ndtr(th)) - jnp.exp(E + log_ndtr(tl))
+    return jnp.where(tl > 0, upper, lower)
+
+
+def conditional_mean(pieces, mu, s):
+    """g(μ, s) = E[σ(μ + s z)] for s > 0 (arrays broadcast)."""
+    out = jnp.zeros(jnp.broadcast_shapes(jnp.shape(mu), jnp.shape(s)), jnp.result_type(mu, s))
+    inv_s = 1.0 / s
+    for lo, hi, terms in pieces:
+        for beta, coeffs in terms:
+            mup = mu + beta * s * s
+            E = beta * mu + 0.5 * beta * beta * s * s
+            tl = None if lo is None else (lo - mup) * inv_s
+            th = None if hi is None else (hi - mup) * inv_s
+            moments = [_mass(E, tl, th, lo, hi)]
+            bl = None if lo is None else jnp.exp(beta * lo - 0.5 * jnp.square((lo - mu) * inv_s)) * _INV_SQRT_2PI
+            bh = None if hi is None else jnp.exp(beta * hi - 0.5 * jnp.square((hi - mu) * inv_s)) * _INV_SQRT_2PI
+            for n in range(len(coeffs) - 1):
+                nxt = mup * moments[n]
+                if n:
+                    nxt = nxt + n * s * s * moments[n - 1]
+                if bl is not None:
+                    nxt = nxt + s * (lo**n) * bl
+                if bh is not None:
+                    nxt = nxt - s * (hi**n) * bh
+                moments.append(nxt)
+            out = out + sum(c * m for c, m in zip(coeffs, moments, strict=True) if c)
+    return out
+
+
+def _g_or_sigma(pieces, mu, s):
+    """g(μ, s) with g(μ, 0) = σ(μ) (double-where: finite gradients at s = 0)."""
+    pos = s > 0
+    return jnp.where(pos, conditional_mean(pieces, mu, jnp.where(pos, s, 1.0)), piecewise(pieces, mu))
+
+
+class Kernel1D:
+    """T, Ṫ, diagonals and means of one activation given by its pieces (see the module docstring).
+
+    Args:
+      pieces: dict with keys "activation", "derivative", "activation_sq", "derivative_sq" (piece data).
+      kinks: sorted kinks of σ and σ'.
+      continuous: σ has no jump (then ∂T/∂q12 = Ṫ is used as the q12-derivative of T).
+    """
+
+    def __init__(self, pieces, kinks, continuous: bool, n_nodes: int = N_NODES):
+        self.pieces = {k: _freeze(v) for k, v in pieces.items()}
+        self.kinks = tuple(float(k) for k in kinks)
+        self.continuous = bool(continuous)
+        self.n_nodes = int(n_nodes)
+        xi, wi = np.polynomial.legendre.leggauss(self.n_nodes)
+        self._xi, self._wi = xi, wi
+        self._nngp = self._with_price(self._inner("activation"), self._inner("derivative"))
+        self._ntk = self._inner("derivative")
+
+    @property
+    def nodes(self) -> int:
+        """Integrand evaluations per kernel entry."""
+        return (len(_GRID) - 1 + 6 * len(self.kinks)) * self.n_nodes
+
+    # -- one-dimensional closed forms ----------------------------------------------------------------------
+    def _mean_of(self, key, q):
+        (q,) = _floats(q)
+        return _g_or_sigma(self.pieces[key], jnp.zeros_like(q), safe_sqrt(q))
+
+    def mean(self, q):
+        return self._mean_of("activation", q)
+
+    def ntk_mean(self, q):
+        return self._mean_of("derivative", q)
+
+    def diag(self, q):
+        return self._mean_of("activation_sq", q)
+
+    def ntk_diag(self, q):
+        return self._mean_of("derivative_sq", q)
+
+    def activation(self, x):
+        (x,) = _floats(x)
+        return piecewise(self.pieces["activation"], x)
+
+    def derivative(self, x):
+        (x,) = _floats(x)
+        return piecewise(self.pieces["derivative"], x)
+
+    # -- kernels -------------------------------------------------------------------------------------------
+    def _edges(self, a, c, s, dtype):
+        """Sorted panel edges (…, E) of the composite rule for one batch of (a, c, s) (no gradient)."""
+        a, c, s = (jax.lax.stop_gradient(t) for t in (a, c, s))
+        batch = a.shape
+        edges = [jnp.broadcast_to(jnp.asarray(e, dtype), batch) for e in _GRID]
+        has_c = jnp.abs(c) > 0
+        inv_c = jnp.where(has_c, 1.0 / jnp.where(has_c, c, 1.0), 0.0)
+        width = _LAYER * s * jnp.abs(inv_c)
+        for k in self.kinks:
+            edges.append(k / a)
+            centre = jnp.where(has_c, k * inv_c, L)
+            edges += [centre, centre - width, centre + width, centre - 0.25 * width, centre + 0.25 * width]
+        return jnp.sort(jnp.clip(jnp.stack(edges, -1), -L, L), axis=-1)
+
+    def _inner(self, key):
+        pieces = self.pieces[key]
+        n = self.n_nodes
+
+        def value(q11, q12, q22):
+            dtype = q11.dtype
+            a = jnp.sqrt(q11)
+            c = q12 / a
+            s = safe_sqrt(gram_det(q11, q12, q22) / q11)
+            e = self._edges(a, c, s, dtype)
+            xi, wi = jnp.asarray(self._xi, dtype), jnp.asarray(self._wi, dtype)
+
+            # one node at a time: the working set stays that of the output (no (…, nodes) arrays)
+            def node(i, acc):
+                p, j = i // n, i % n
+                lo = jax.lax.dynamic_index_in_dim(e, p, axis=-1, keepdims=False)
+                hi = jax.lax.dynamic_index_in_dim(e, p + 1, axis=-1, keepdims=False)
+                half = 0.5 * (hi - lo)
+                z = 0.5 * (hi + lo) + half * xi[j]
+                w = half * wi[j] * jnp.exp(-0.5 * z * z) * _INV_SQRT_2PI
+                return acc + w * piecewise(pieces, a * z) * _g_or_sigma(pieces, c * z, s)
+
+            return jax.lax.fori_loop(0, (e.shape[-1] - 1) * n, node, jnp.zeros_like(a))
+
+        return value
+
+    def _with_price(self, value, ntk):
+        if not self.continuous:
+            return value
+
+        @jax.custom_jvp
+        def nngp(q11, q12, q22):
+            return value(q11, q12, q22)
+
+        @nngp.defjvp
+        def _jvp(primals, tangents):
+            q11, q12, q22 = primals
+            d11, d12, d22 = tangents
+            out, dout = jax.jvp(lambda a, b: value(a, q12, b), (q11, q22), (d11, d22))
+            return out, dout + ntk(q11, q12, q22) * d12
+
+        return nngp
+
+    def _kernel(self, inner, mean, q11, q12, q22):
+        q11, q12, q22 = _floats(q11, q12, q22)
+        zero = (q11 <= 0) | (q22 <= 0)
+        value = inner(jnp.where(zero, 1.0, q11), jnp.where(zero, 0.0, q12), jnp.where(zero, 1.0, q22))
+        return jnp.where(zero, mean(q11) * mean(q22), value)
+
+    def nngp(self, q11, q12, q22):
+        """T(q11, q12, q22) = E[σ(u)σ(v)]."""
+        return self._kernel(self._nngp, self.mean, q11, q12, q22)
+
+    def ntk_factor(self, q11, q12, q22):
+        """Ṫ(q11, q12, q22) = E[σ'(u)σ'(v)] (σ' the almost-everywhere derivative)."""
+        return self._kernel(self._ntk, self.ntk_mean, q11, q12, q22)
+
+
+def _freeze(pieces):
+    return tuple(
+        (None if lo is None else float(lo), None if hi is None else float(hi),
+         tuple((float(beta), tuple(float(c) for c in cs)) for beta, cs in terms))
+        for lo, hi, terms in pieces
+    )

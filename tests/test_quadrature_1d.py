@@ -1,0 +1,224 @@
+"""The one-dimensional tier (method ``quadrature_1d``): shifted ReLU, ELU, SELU and hard-tanh.
+
+T = E_z[σ(√q11 z)·g(cz, s)] with g(μ, s) = E[σ(μ + s z)] in closed form (:mod:`dualact.symbolic.conditional`),
+evaluated by :mod:`dualact.runtime.quadrature_1d`; checked against the independent 2-D quadrature
+(:func:`dualact.symbolic.quadrature.dual_reference`), 1-D mpmath quadrature at ρ = ±1 and Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+
+import dualact.catalog
+from dualact.codegen.emit import emit
+from dualact.runtime.quadrature_1d import Kernel1D
+from dualact.symbolic import conditional as cm
+from dualact.symbolic.derivation import Derivation, _from_srepr
+from dualact.symbolic.derive import _pair_1d
+from dualact.symbolic.normalize import ae_derivative, to_heaviside
+from dualact.symbolic.parse import parse_activation
+from dualact.symbolic.quadrature import dual_reference, expectation_2d, find_kinks, lambdify_numpy, monte_carlo_2d
+from dualact.symbolic.symbols import x
+
+CATALOG = ("relu_shifted", "elu", "selu")
+HARDTANH = "Min(Max(x, -1), 1)"
+TOL = 1e-11
+
+
+@functools.cache
+def _hardtanh():
+    """Hard-tanh (two kinks; no closed form, so otherwise Hermite) built straight from its pieces."""
+    sig = to_heaviside(parse_activation(HARDTANH).expr)
+    pa, pd = cm.pieces_of(sig), cm.pieces_of(ae_derivative(sig))
+    pieces = {"activation": cm.pieces_json(pa), "derivative": cm.pieces_json(pd),
+              "activation_sq": cm.pieces_json(cm.product(pa, pa)),
+              "derivative_sq": cm.pieces_json(cm.product(pd, pd))}
+    return Kernel1D(pieces, find_kinks(sig), True), sig
+
+
+class _Jitted:
+    def __init__(self, k):
+        self.nngp, self.ntk_factor = jax.jit(k.nngp), jax.jit(k.ntk_factor)
+        self.diag, self.ntk_diag = jax.jit(k.diag), jax.jit(k.ntk_diag)
+
+
+@functools.cache
+def _kernel(name):
+    """(jitted nngp/ntk_factor/diag/ntk_diag, σ as a numeric SymPy expression)."""
+    if name == "hardtanh":
+        k, sig = _hardtanh()
+        return _Jitted(k), sig
+    k = dualact.catalog.get(name)
+    return _Jitted(k), to_heaviside(k.derivation.activation)
+
+
+def _points(include_edges=True):
+    pts = []
+    rhos = [-0.999, -0.99, 0.3, 0.99, 0.999] + ([-1.0, 1.0] if include_edges else [])
+    for (a, b) in ((1 / 16, 16.0), (0.7, 2.3)):
+        pts += [(a, r * math.sqrt(a * b), b) for r in rhos]
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        a, b = 2.0 ** rng.uniform(-4, 4, 2)
+        pts.append((a, rng.uniform(-1, 1) * math.sqrt(a * b), b))
+    return pts
+
+
+@functools.cache
+def _numeric(sig, derivative):
+    e = ae_derivative(sig) if derivative else sig
+    return lambdify_numpy(e), find_kinks(e)
+
+
+def _ref2d(sig, a, c, b, derivative=False):
+    """quadrature.dual_reference with σ lambdified once (the same 2-D rule)."""
+    f, kinks = _numeric(sig, derivative)
+    return expectation_2d(f, f, a, b, c, kinks, kinks)
+
+
+def _reference(sig, a, c, b, derivative):
+    if abs(c) >= math.sqrt(a * b):
+        return _pair_1d(sig, a, b, c, derivative)
+    return _ref2d(sig, a, c, b, derivative)
+
+
+def test_catalog_entries_use_the_one_dimensional_tier():
+    for name in CATALOG:
+        k = dualact.catalog.get(name)
+        assert k.method == "quadrature_1d" and k.tier == "conditional_1d", name
+        assert k.error_bound is not None and k.error_bound <= TOL, (name, k.accuracy)
+        assert k.derivation.conditional["continuous"] is True
+    assert dualact.catalog.get("tanh").method == "hermite"  # not piecewise poly × exp
+    assert cm.pieces_of(sp.tanh(x)) is None
+
+
+@pytest.mark.parametrize("name", [*CATALOG, "hardtanh"])
+def test_agrees_with_independent_quadrature(name):
+    k, sig = _kernel(name)
+    pts = _points() if name != "hardtanh" else _points()[::2]  # 2-D references of hard-tanh are slow
+    q = np.array(pts)
+    T = np.asarray(k.nngp(q[:, 0], q[:, 1], q[:, 2]))
+    Td = np.asarray(k.ntk_factor(q[:, 0], q[:, 1], q[:, 2]))
+    for i, (a, c, b) in enumerate(pts):
+        for val, der in ((T[i], False), (Td[i], True)):
+            norm = math.sqrt(_ref2d(sig, a, a, a, der) * _ref2d(sig, b, b, b, der))
+            err = abs(float(val) - _reference(sig, a, c, b, der)) / norm
+            assert err <= TOL, (name, (a, c, b), der, err)
+
+
+def test_monte_carlo():
+    k, _ = _kernel("elu")
+    elu = lambda t: np.where(t > 0, t, np.expm1(np.minimum(t, 0.0)))  # noqa: E731
+    a, c, b = 1.7, -0.6, 0.9
+    mean, se = monte_carlo_2d(elu, elu, a, b, c, n_samples=10**6, seed=3)
+    assert abs(float(k.nngp(a, c, b)) - mean) <= 5 * se
+
+
+@pytest.mark.parametrize("name", [*CATALOG, "hardtanh"])
+def test_symmetry_diagonal_and_closed_form_diag(name):
+    k, sig = _kernel(name)
+    a, c, b = np.array(_points()).T
+    for fn in (k.nngp, k.ntk_factor):
+        np.testing.assert_allclose(fn(a, c, b), fn(b, c, a), rtol=1e-13, atol=1e-15)
+    qq = np.array([1 / 16, 1.0, 16.0])
+    np.testing.assert_allclose(k.diag(qq), k.nngp(qq, qq, qq), rtol=1e-13)
+    np.testing.assert_allclose(k.ntk_diag(qq), k.ntk_factor(qq, qq, qq), rtol=1e-13)
+    np.testing.assert_allclose(k.diag(qq), [_ref2d(sig, v, v, v) for v in qq], rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["elu", "hardtanh"])
+def test_price_autodiff_and_edges(name):
+    """∂T/∂q12 = Ṫ (Price); ∂T/∂q11, ∂T/∂q22 against central differences; values and gradients finite at
+    zero variance, q = 1e-8 and ρ = ±1 under jit and vmap."""
+    k, sig = _kernel(name)
+    s0 = float(sig.subs(x, 0))
+    q11 = np.array([0.7, 2.0, 1.0, 0.0, 0.0, 2.0, 1e-8, 1.0, 3.0, 3.0, 0.5])
+    q22 = np.array([2.3, 3.0, 1.0, 0.0, 1.5, 0.0, 1.0, 1e-8, 3.0, 3.0, 2.0])
+    q12 = np.array([0.4, -1.9, 0.999, 0.0, 0.0, 0.0, 0.5e-4, -0.5e-4, 3.0, -3.0, 1.0])
+    for fn in (k.nngp, k.ntk_factor) if name == "elu" else (k.nngp,):  # (compile time)
+        assert np.isfinite(np.asarray(fn(q11, q12, q22))).all()
+        grads = jax.jit(jax.vmap(jax.grad(fn, argnums=(0, 1, 2))))(q11, q12, q22)
+        assert all(np.isfinite(np.asarray(gr)).all() for gr in grads), (name, grads)
+        if fn is k.nngp:
+            g11, g12, g22 = (np.asarray(gr)[:3] for gr in grads)
+    np.testing.assert_allclose(g12, np.asarray(k.ntk_factor(q11, q12, q22))[:3], rtol=1e-12)
+    h = 1e-5
+    fd11 = (np.asarray(k.nngp(q11 + h, q12, q22)) - np.asarray(k.nngp(q11 - h, q12, q22)))[:3] / (2 * h)
+    fd22 = (np.asarray(k.nngp(q11, q12, q22 + h)) - np.asarray(k.nngp(q11, q12, q22 - h)))[:3] / (2 * h)
+    np.testing.assert_allclose(g11, fd11, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g22, fd22, rtol=1e-6, atol=1e-8)
+    # zero variance: T = E[σ(u)]·E[σ(v)] with E[σ(0)] = σ(0)
+    T = np.asarray(k.nngp(q11, q12, q22))
+    assert T[3] == pytest.approx(s0 * s0, abs=1e-15)
+    assert T[4] == pytest.approx(dual_reference(sig, 0.0, 1.5, 0.0), abs=1e-14)
+    assert T[5] == pytest.approx(dual_reference(sig, 2.0, 0.0, 0.0), abs=1e-14)
+
+
+def test_float32():
+    k, _ = _kernel("elu")
+    args = [jnp.asarray(v, jnp.float32) for v in (1.3, 0.9, 0.8)]
+    for fn in (k.nngp, k.ntk_factor):
+        v = fn(*args)
+        assert v.dtype == jnp.float32
+        assert float(v) == pytest.approx(float(fn(1.3, 0.9, 0.8)), rel=1e-5)
+    assert k.diag(jnp.float32(2.0)).dtype == jnp.float32
+    g = jax.grad(lambda c: k.nngp(args[0], c, args[2]))(args[1])
+    assert np.isfinite(float(g))
+
+
+def test_record_round_trip_and_deterministic_module():
+    d = dualact.catalog.get("selu").derivation
+    assert Derivation.from_json(d.to_json()) == d
+    assert Derivation.from_json(d.to_json()).content_hash() == d.content_hash()
+    assert emit(d, "selu").source == emit(Derivation.from_json(d.to_json()), "selu").source
+    g = _from_srepr(d.conditional["g"])
+    assert g.has(cm.mu) and g.has(cm.s)
+    old = dualact.catalog.get("relu").derivation
+    assert "conditional" not in old.to_json_dict()  # older records (and their hashes) unchanged
+
+
+def test_conditional_mean_closed_form():
+    sig = to_heaviside(parse_activation("Max(x, 0)**2*exp(-x/3) + Min(x + 1, 0)").expr)
+    pcs = cm.pieces_of(sig)
+    assert pcs is not None and len(pcs) == 3
+    assert cm.check_conditional_mean(sig, cm.conditional_mean(pcs)) <= 1e-25
+
+
+def test_layer_uses_the_elementwise_path():
+    from dualact import layers as L
+    from dualact.layers.activation import _hermite_maps
+
+    k = dualact.catalog.get("elu")
+    assert _hermite_maps(k, {}) is None
+    _, _, kernel_fn = L.serial(L.Dense(8), L.Activation("elu"), L.Dense(1))
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    out = kernel_fn(X, None, ("nngp", "ntk"))
+    assert np.isfinite(np.asarray(out.nngp)).all() and np.isfinite(np.asarray(out.ntk)).all()
+    d = np.diag(np.asarray(out.nngp))
+    assert np.all(d > 0)
+
+
+def test_discontinuous_activation():
+    """A jump away from 0 (no closed form): same partition for σ and σ' = 0, no Price custom_jvp."""
+    sig = to_heaviside(parse_activation("Heaviside(x - 1/2)").expr)
+    kinks = find_kinks(sig)
+    pa, pd = cm.pieces_of(sig, kinks), cm.pieces_of(ae_derivative(sig), kinks)
+    assert len(pa) == len(pd) == 2
+    pieces = {"activation": cm.pieces_json(pa), "derivative": cm.pieces_json(pd),
+              "activation_sq": cm.pieces_json(cm.product(pa, pa)),
+              "derivative_sq": cm.pieces_json(cm.product(pd, pd))}
+    k = Kernel1D(pieces, kinks, False)
+    a, c, b = np.array([(0.7, 0.3, 2.3), (2.0, -1.99, 2.0)]).T
+    T = np.asarray(jax.jit(k.nngp)(a, c, b))
+    for i in range(2):
+        assert T[i] == pytest.approx(_ref2d(sig, a[i], c[i], b[i]), abs=1e-12)
+    assert np.all(np.asarray(k.ntk_factor(a, c, b)) == 0)
+    g = jax.jit(jax.vmap(jax.grad(k.nngp, argnums=(0, 1, 2))))(a, c, b)
+    assert all(np.isfinite(np.asarray(v)).all() for v in g)
