@@ -9,7 +9,7 @@ I_{n+1} = μ' I_n + n s² I_{n−1} + s(loⁿB(lo) − hiⁿB(hi)), with log_ndt
 
 is a composite Gauss–Legendre rule on z ∈ [−L, L]: a static grid, plus panel edges at the kinks of σ(√q11 z)
 (z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges k/c, k/c ± w/4, k/c ± w with
-w = 8 s/|c|, so the layer stays resolved as ρ → ±1). The number of edges is static (shapes do not depend on
+w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). The number of edges is static (shapes do not depend on
 the values), edges are clipped into [−L, L] and sorted, and zero-width panels carry zero weight. At s = 0
 (ρ = ±1, exactly 0 under jit thanks to :func:`~dualact.runtime.numerics.gram_det`) g(μ, 0) = σ(μ).
 
@@ -37,7 +37,7 @@ __all__ = ["Kernel1D", "conditional_mean", "piecewise"]
 L = 10.0
 N_NODES = 20
 _GRID = (-L, -7.0, -5.0, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0, 3.5, 5.0, 7.0, L)
-_LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/|c|
+_LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/abs(c)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 

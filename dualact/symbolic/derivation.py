@@ -55,8 +55,8 @@ class Derivation:
       hermite: for method "hermite", a dict describing the coefficient table (see ``dualact.symbolic.hermite``).
       ntk_singular: True when ∂Ṫ/∂q12 is genuinely infinite at ρ = ±1 (codegen emits a custom_jvp).
       conditional: for method "quadrature_1d", the pieces of σ, σ', σ², σ'² and the closed forms of
-        g(μ, s) = E[σ(μ + s z)] and gd(μ, s) = E[σ'(μ + s z)] (srepr), see ``dualact.symbolic.conditional``.
-        Omitted from the JSON when ``None`` (older records and hashes are unchanged).
+      g(μ, s) = E[σ(μ + s z)] and gd(μ, s) = E[σ'(μ + s z)] (srepr), see ``dualact.symbolic.conditional``;
+      omitted from the JSON when ``None`` (older records and hashes are unchanged).
     """
 
     source: str
