@@ -55,6 +55,7 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
     import sympy as sp
 
+    from dualact.codegen.writer import error_bound
     from dualact.runtime.dual_kernel import DualKernel
     from dualact.symbolic.derive import derive
 
@@ -78,9 +79,12 @@ def main() -> None:
             "tier": d.tier,
             "T_ops": int(sp.count_ops(d.nngp)) if d.nngp is not None else None,
             "Tdot_ops": int(sp.count_ops(d.ntk_factor)) if d.ntk_factor is not None else None,
-            "error_bound": d.accuracy.get("error_bound"),
+            "error_bound": error_bound(d.accuracy),
         }
         note = ""
+        if d.method == "quadrature_1d":
+            row["nodes"] = d.accuracy.get("nodes")
+            note = f"{row['nodes']} quadrature nodes per entry"
         if d.method == "hermite":
             row["terms"] = {"nngp": d.hermite.get("J"), "ntk": d.hermite.get("J_ntk")}
             if not args.no_accuracy:

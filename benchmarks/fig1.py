@@ -185,9 +185,14 @@ def main(argv=None):
     ap.add_argument("--max-degree", type=int, default=20)
     ap.add_argument("--max-log2m", type=int, default=16)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other activations' rows of an existing fig1.json (re-run only those given)")
     args = ap.parse_args(argv)
 
     results, skipped = {}, {}
+    previous = {}
+    if args.merge and (args.out / "fig1.json").exists():
+        previous = json.loads((args.out / "fig1.json").read_text())
     for name in args.activations:
         try:
             resolve(name)
@@ -197,6 +202,7 @@ def main(argv=None):
             continue
         t0 = time.perf_counter()
         results[name] = run_activation(name, args)
+        results[name]["reps"] = args.reps
         results[name]["equal_error"] = equal_error_summary(results[name])
         print(f"{name}: done in {time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -226,6 +232,14 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"n": args.n, "d": args.d, "reps": args.reps, "dtype": "float64", "jax": jax.__version__,
             "machine": platform.machine(), "cpus": os.cpu_count(), "skipped": skipped}
+    if previous:
+        for name, r in previous.get("results", {}).items():
+            if name not in results:
+                results[name] = r
+        reps = {n: r.get("reps", previous["setting"].get("reps")) for n, r in results.items()}
+        meta["reps"] = reps
+        meta["skipped"] = {n: why for n, why in {**previous["setting"].get("skipped", {}), **skipped}.items()
+                           if n not in results}
     (args.out / "fig1.json").write_text(json.dumps({"setting": meta, "results": results}, indent=1))
     if results:
         plot(results, args.out / "fig1.png")

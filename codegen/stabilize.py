@@ -211,6 +211,39 @@ def _reduce_mod_root(expr: sp.Expr, R: sp.Symbol, r: sp.Expr) -> sp.Expr:
     return term(n0, 0) + term(n1, 1)
 
 
+REDUCE_SECONDS = 5.0  # every built-in entry reduces in milliseconds; large sums can blow up in sp.expand
+
+
+def _reduce_bounded(expr: sp.Expr, R: sp.Symbol, r: sp.Expr) -> sp.Expr:
+    """:func:`_reduce_mod_root` under a time limit; when the whole expression is too large, reduce the
+    terms containing R one at a time (cancellations between terms are then not found, so a derivative that
+    is finite at ρ = ±1 may evaluate to ±inf there; the value away from ρ = ±1 is unchanged)."""
+    from dualact.symbolic.canonical import _deadline, _OutOfTime
+
+    try:
+        with _deadline(REDUCE_SECONDS):
+            return _reduce_mod_root(expr, R, r)
+    except _OutOfTime:
+        pass
+    rest = [t for t in sp.Add.make_args(expr) if not t.has(R)]
+    singular = sp.Add(*[t for t in sp.Add.make_args(expr) if t.has(R)])
+    try:  # the terms with R together (they hold the cancellations), the others untouched
+        with _deadline(REDUCE_SECONDS):
+            return sp.Add(*rest) + _reduce_mod_root(singular, R, r)
+    except _OutOfTime:
+        pass
+    out = []
+    for term in sp.Add.make_args(expr):
+        if term.has(R):
+            try:
+                with _deadline(1.0):
+                    term = _reduce_mod_root(term, R, r)
+            except _OutOfTime:
+                pass
+        out.append(term)
+    return sp.Add(*out)
+
+
 def partials(
     expr: sp.Expr, wrt: Sequence[sp.Symbol], params: Sequence[sp.Symbol] = ()
 ) -> tuple[list[sp.Expr], bool]:
@@ -256,7 +289,7 @@ def partials(
                 dv += sp.diff(f, t) * dtheta
         for i, s in enumerate(rsyms):
             if singular[i] and dv.has(s):
-                dv = _reduce_mod_root(dv, s, radicands[i])
+                dv = _reduce_bounded(dv, s, radicands[i])
         back = {s: rt for rt, s in frozen_roots}
         dv = dv.xreplace({t: a.xreplace({}) for a, t in frozen_angles})
         dv = dv.xreplace(back)
