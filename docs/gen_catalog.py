@@ -120,6 +120,25 @@ def entry_section(name: str, rec: dict) -> list[str]:
             "",
         ]
         return out
+    if d.method == "quadrature_1d":
+        from dualact.symbolic.derivation import _from_srepr
+
+        cond = d.conditional or {}
+        out += [
+            "One-dimensional tier: with $c = q_{12}/\\sqrt{q_{11}}$ and "
+            "$s = \\sqrt{(q_{11} q_{22} - q_{12}^2)/q_{11}}$, evaluated by Gauss–Legendre panels split at the kinks",
+            "",
+            "$$",
+            r"T = \mathbb{E}_z\left[\sigma(\sqrt{q_{11}}\, z)\, g(c z, s)\right],\qquad "
+            r"\dot T = \mathbb{E}_z\left[\sigma'(\sqrt{q_{11}}\, z)\, g_d(c z, s)\right]",
+            "$$",
+            "",
+        ]
+        for label, key in ((r"g(\mu, s) = \mathbb{E}[\sigma(\mu + s z)]", "g"),
+                           (r"g_d(\mu, s) = \mathbb{E}[\sigma'(\mu + s z)]", "gd")):
+            if cond.get(key):
+                out += _math(label, _from_srepr(cond[key]))
+        return out
     for label, expr in (
         (r"T(q_{11}, q_{12}, q_{22})", d.nngp),
         (r"\dot T(q_{11}, q_{12}, q_{22})", d.ntk_factor),
