@@ -516,10 +516,9 @@ def table_npz(table) -> bytes:
         return path.read_bytes()
 
 
-def _emit_hermite(d: Derivation, name: str, table=None, npz: bytes | None = None) -> tuple[str, bytes]:
-    if d.activation is None:
-        raise CatalogError("a hermite-method entry needs its activation")
-    fixed = _fixed_params(d)
+def _pointwise_blocks(d: Derivation) -> list[str]:
+    """Source of ``activation(x)`` and ``derivative(x)`` with the parameter values substituted (the modules
+    of the tabulated methods, whose parameters are fixed)."""
     act = _substituted(d.activation, d)
     der = _substituted(d.derivative, d) if d.derivative is not None else sp.diff(act, x)
     code = _Code(())
@@ -531,6 +530,14 @@ def _emit_hermite(d: Derivation, name: str, table=None, npz: bytes | None = None
         lines, (out,) = code.body([e], "x", (x,))
         head = [f"def {fname}(x):", f'    """{doc}"""', "    (x,) = _floats(x)"]
         blocks.append("\n".join([*head, *lines, f"    return {out}"]))
+    return blocks
+
+
+def _emit_hermite(d: Derivation, name: str, table=None, npz: bytes | None = None) -> tuple[str, bytes]:
+    if d.activation is None:
+        raise CatalogError("a hermite-method entry needs its activation")
+    fixed = _fixed_params(d)
+    blocks = _pointwise_blocks(d)
     blocks.append(
         "def nngp(q11, q12, q22):\n"
         '    """NNGP dual kernel T(q11, q12, q22) = E[σ(u)σ(v)] (Hermite series)."""\n'

@@ -7,10 +7,7 @@ g(μ, s) = E[σ(μ + s z)] and gd(μ, s) = E[σ'(μ + s z)] are printed in the d
 
 from __future__ import annotations
 
-import sympy as sp
-
 from dualact.symbolic.derivation import Derivation, _from_srepr
-from dualact.symbolic.symbols import x
 
 from .template import HELPER_FLOATS
 
@@ -38,23 +35,13 @@ def emit_1d(d: Derivation, name: str) -> str:
     """The source text of a ``quadrature_1d`` module (deterministic)."""
     from dualact.errors import CatalogError
 
-    from .emit import _Code, _fixed_params, _header, _substituted, _wrap
+    from .emit import _fixed_params, _header, _pointwise_blocks, _wrap
 
     info = d.conditional
     if d.activation is None or not info:
         raise CatalogError("a quadrature_1d entry needs its activation and its conditional-mean record")
     fixed = _fixed_params(d)
-    act = _substituted(d.activation, d)
-    der = _substituted(d.derivative, d) if d.derivative is not None else sp.diff(act, x)
-    code = _Code(())
-    blocks = []
-    for fname, e, doc in (
-        ("activation", act, "σ(x), elementwise."),
-        ("derivative", der, "σ'(x), the almost-everywhere derivative."),
-    ):
-        lines, (out,) = code.body([e], "x", (x,))
-        head = [f"def {fname}(x):", f'    """{doc}"""', "    (x,) = _floats(x)"]
-        blocks.append("\n".join([*head, *lines, f"    return {out}"]))
+    blocks = _pointwise_blocks(d)
     for fname, doc in (
         ("nngp(q11, q12, q22)", "NNGP dual kernel T(q11, q12, q22) = E[σ(u)σ(v)] (one-dimensional quadrature)."),
         ("ntk_factor(q11, q12, q22)", "NTK factor Ṫ(q11, q12, q22) = E[σ'(u)σ'(v)] (one-dimensional quadrature)."),
