@@ -35,13 +35,7 @@ TINY = 1e-300
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    """Keep the user's derivation cache out of these tests."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DUALACT_CACHE_DIR", str(tmp_path_factory.mktemp("dualact-cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("private_derivation_cache")
 
 
 def _tol(name: str) -> float:

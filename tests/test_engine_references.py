@@ -31,12 +31,7 @@ S = q11 + q22
 pi = sp.pi
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DUALACT_CACHE_DIR", str(tmp_path_factory.mktemp("dualact-cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("private_derivation_cache")
 
 
 # --------------------------------------------------------------------------------------------- quadrature
