@@ -253,7 +253,9 @@ def _derivation(source, params, fresh: bool):
 
     if source == "x*erf(x/sqrt(2))/2 + x/2" and not fresh:
         return dualact.catalog.get("gelu").derivation  # the shipped engine output (a fresh derivation takes ~40 s)
-    return derive(source, params, use_cache=not fresh)
+    # fresh: the catalog's budget (Entry.derive), so a loaded machine does not push GeLU past the default 60 s
+    # into the Hermite fallback; the time under the default budget is measured by benchmarks/derive.py
+    return derive(source, params, use_cache=not fresh, time_budget=240.0 if fresh else 60.0)
 
 
 def _check_paper(name: str, fresh: bool) -> None:
