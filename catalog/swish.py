@@ -7,11 +7,11 @@ Source:      'x/(1 + exp(-b*x))'
 Activation:  σ(x) = x/(1 + exp(-b*x))
 Parameters:  b (default 1.0) (keyword-only)
 Method:      hermite (tier: hermite)
-Accuracy:    error_bound = 2.95e-12, nngp_error_full_range = 3.34e-08, nngp_error_q16 = 2.42e-12, nngp_terms =
-             512, note = certified normalised error (Parseval tail + interpolation) for |ρ| ≤ 0.99 and
+Accuracy:    error_bound = 2.99e-12, nngp_error_full_range = 5.34e-09, nngp_error_q16 = 2.42e-12, nngp_terms =
+             640, note = certified normalised error (Parseval tail + interpolation) for |ρ| ≤ 0.99 and
              variances in [1/16, 16] (error_bound) and in [1e-3, 1e3] (full_range); diagonal and |ρ| = 1 exact
-             (one-dimensional quadrature), ntk_error_full_range = 2.61e-05, ntk_error_q16 = 2.95e-12,
-             ntk_terms = 512
+             (one-dimensional quadrature), ntk_error_full_range = 5.01e-06, ntk_error_q16 = 2.99e-12,
+             ntk_terms = 640
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
 
@@ -27,7 +27,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:6e9025c265a4e29f71425513275958bb49ecae32e958cc451c8db5773640c018
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:98e7de6344efbc8187d8f260099172414b6726bcc19a6293a3432ec0d2199ee6
 """
 
 from __future__ import annotations

@@ -591,7 +591,7 @@ def build_table(
     kinks: Sequence[float] | None = None,
     tol: float = 1e-10,
     s_range: tuple[float, float] = (math.sqrt(1e-3), math.sqrt(1e3)),
-    max_terms: int = 512,
+    max_terms: int = 640,
     pieces: int | None = None,
     time_budget: float = 40.0,
     m_start: int = 17,
