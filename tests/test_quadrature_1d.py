@@ -222,3 +222,32 @@ def test_discontinuous_activation():
     assert np.all(np.asarray(k.ntk_factor(a, c, b)) == 0)
     g = jax.jit(jax.vmap(jax.grad(k.nngp, argnums=(0, 1, 2))))(a, c, b)
     assert all(np.isfinite(np.asarray(v)).all() for v in g)
+
+
+@functools.cache
+def _step_plus_relu():
+    """A σ with a jump away from 0 (Heaviside(x − ½) + relu(x)/3): tier d without Price's shortcut."""
+    sig = to_heaviside(parse_activation("Heaviside(x - 1/2) + Max(x, 0)/3").expr)
+    pa, pd = cm.pieces_of(sig), cm.pieces_of(ae_derivative(sig))
+    pieces = {"activation": cm.pieces_json(pa), "derivative": cm.pieces_json(pd),
+              "activation_sq": cm.pieces_json(cm.product(pa, pa)),
+              "derivative_sq": cm.pieces_json(cm.product(pd, pd))}
+    return Kernel1D(pieces, find_kinks(sig), False)
+
+
+@pytest.mark.parametrize("case", ["relu_shifted ntk", "step nngp", "step ntk"])
+def test_gradient_includes_the_moving_jump(case):
+    """A jump of σ (or σ') at k ≠ 0 sits at z = k/√q11 and moves with q11: ∂/∂q11 has a boundary term.
+    All three partials against central differences of the values (which are accurate to ~1e-15)."""
+    name, which = case.split()
+    k = dualact.catalog.get("relu_shifted") if name == "relu_shifted" else _step_plus_relu()
+    fn = k.nngp if which == "nngp" else k.ntk_factor
+    h = 1e-5
+    for a, c, b in ((0.7, 0.4, 2.3), (2.0, -1.1, 3.0), (1.3, 1.2, 1.3)):
+        grads = jax.grad(fn, argnums=(0, 1, 2))(a, c, b)
+        for i, g in enumerate(grads):
+            up, dn = [a, c, b], [a, c, b]
+            up[i] += h
+            dn[i] -= h
+            fd = (float(fn(*up)) - float(fn(*dn))) / (2 * h)
+            assert float(g) == pytest.approx(fd, rel=1e-7, abs=1e-9), (case, (a, c, b), i)

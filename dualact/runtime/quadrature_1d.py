@@ -16,9 +16,11 @@ the values), edges are clipped into [−L, L] and sorted, and zero-width panels 
 The diagonal and the zero-variance means are closed forms: E[σ(√q z)²] = g_{σ²}(0, √q) and
 E[σ(√q z)] = g_σ(0, √q) (σ(0) at q = 0). Zero variance gives T = E[σ(u)]·E[σ(v)].
 
-Gradients: everything is differentiable (double-where at s = 0 and q = 0, the panel edges are
-``stop_gradient``-ed). For continuous σ the partial derivative ∂T/∂q12 is, by Price's theorem, the NTK
-factor Ṫ; a ``jax.custom_jvp`` returns exactly that (∂/∂q11 and ∂/∂q22 are autodiff through the rule).
+Gradients: everything is differentiable (double-where at s = 0 and q = 0; the panel edges are
+``stop_gradient``-ed except the kinks k/√q11 of σ(√q11 z), whose motion carries the jump term of a
+discontinuous σ or σ' into ∂/∂q11). For continuous σ the partial derivative ∂T/∂q12 is, by Price's
+theorem, the NTK factor Ṫ; a ``jax.custom_jvp`` returns exactly that (∂/∂q11 and ∂/∂q22 are autodiff
+through the rule).
 """
 
 from __future__ import annotations
@@ -166,15 +168,22 @@ class Kernel1D:
 
     # -- kernels -------------------------------------------------------------------------------------------
     def _edges(self, a, c, s, dtype):
-        """Sorted panel edges (…, E) of the composite rule for one batch of (a, c, s) (no gradient)."""
+        """Sorted panel edges (…, E) of the composite rule for one batch of (a, c, s).
+
+        Only the kink edges z = k/a carry a gradient: where σ (or σ') jumps, moving the jump with q11 adds the
+        boundary term [σ]·φ(k/a)·g(c k/a, s)·∂(k/a)/∂q11, which autodiff through the rule then includes (the
+        derivative of a Gauss–Legendre panel with respect to its end is the integrand there, to the rule's
+        accuracy). The integrand is smooth across every other edge, so their motion contributes nothing.
+        """
+        kink_edges = [k / a for k in self.kinks]
         a, c, s = (jax.lax.stop_gradient(t) for t in (a, c, s))
         batch = a.shape
         edges = [jnp.broadcast_to(jnp.asarray(e, dtype), batch) for e in _GRID]
         has_c = jnp.abs(c) > 0
         inv_c = jnp.where(has_c, 1.0 / jnp.where(has_c, c, 1.0), 0.0)
         width = _LAYER * s * jnp.abs(inv_c)
-        for k in self.kinks:
-            edges.append(k / a)
+        for k, kink in zip(self.kinks, kink_edges, strict=True):
+            edges.append(kink)
             centre = jnp.where(has_c, k * inv_c, L)
             edges += [centre, centre - width, centre + width, centre - 0.25 * width, centre + 0.25 * width]
         return jnp.sort(jnp.clip(jnp.stack(edges, -1), -L, L), axis=-1)
