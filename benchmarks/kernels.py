@@ -20,12 +20,12 @@ Cases (the issue's):
 * ``fc_hermite_large``: tanh at n=20,000 (set A), tiled like ``fc_large``.
 
 Compile time = first call − best later call (the first call compiles every step; later calls hit the
-caches). All JAX devices are used (one on a plain CPU; set
-``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to split the work over N host devices). Activations
-come from ``dualact.catalog`` when it has them, else from the closed-form test doubles (column ``source``).
+caches). All JAX devices are used (one on a plain CPU; ``--host-devices N`` splits the CPU into N XLA host
+devices, ``--xla_force_host_platform_device_count=N``, so the kernels shard over them; column ``devices``).
+Activations come from ``dualact.catalog`` when it has them, else from the closed-form test doubles (column ``source``).
 
 Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large,fc_hermite,fc_hermite_large]
-[--repeats 3]``.
+[--repeats 3] [--host-devices N]``.
 Results: ``benchmarks/results/kernels.json`` and a printed table.
 """
 
@@ -334,7 +334,7 @@ CASES = {
 
 
 def _table(rows):
-    lines = [f"{'case':10} {'activation':30} {'source':12} {'run s':>9} {'compile s':>10}  note"]
+    lines = [f"{'case':10} {'activation':30} {'source':12} {'dev':>3} {'run s':>9} {'compile s':>10}  note"]
     for r in rows:
         run = r.get("run_s", r.get("total_s"))
         run = "-" if run is None else f"{run:9.3f}"
@@ -349,7 +349,8 @@ def _table(rows):
         if r.get("case") in ("fc_large", "fc_hermite_large"):
             note = f"{r['output_gib']:.1f} GiB output, tiled"
         src = r.get("source", "")
-        lines.append(f"{r['case']:10} {r['activation']:30} {src:12} {run:>9} {comp:>10}  {note}")
+        dev = r.get("devices", 1)
+        lines.append(f"{r['case']:10} {r['activation']:30} {src:12} {dev:>3} {run:>9} {comp:>10}  {note}")
     return "\n".join(lines)
 
 
@@ -357,14 +358,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--host-devices", type=int, default=1,
+        help="split the CPU into N XLA host devices (the kernels shard over all devices); rows record it",
+    )
     args = parser.parse_args(argv)
+    if args.host_devices > 1:
+        flag = f"--xla_force_host_platform_device_count={args.host_devices}"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
 
     import jax
 
     jax.config.update("jax_enable_x64", True)
     rows = []
     for case in args.cases.split(","):
-        rows.extend(CASES[case](args.repeats))
+        new = CASES[case](args.repeats)
+        for r in new:
+            r["devices"] = len(jax.devices())
+        rows.extend(new)
         print(f"done: {case}", flush=True)
     meta = {
         "machine": platform.machine(),
@@ -376,7 +387,8 @@ def main(argv=None):
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    old_rows = [r for r in old.get("rows", []) if r["case"] not in args.cases.split(",")]
+    ran = {(r["case"], r["devices"]) for r in rows}
+    old_rows = [r for r in old.get("rows", []) if (r["case"], r.get("devices", 1)) not in ran]
     RESULTS.write_text(json.dumps({"meta": meta, "rows": old_rows + rows}, indent=1))
     print(_table(old_rows + rows))
 
