@@ -322,8 +322,14 @@ def _run_pairs(layer, names, x1, x2, v1, v2, same, p, mesh, rsh, rep, outs, bar)
 
 
 def _out_tail(layer, names, x1, v1):
-    """Trailing (spatial) shape of the output kernel, from an abstract 1×1 evaluation."""
+    """Trailing (spatial) shape of the output kernel, from an abstract 1×1 evaluation (cached per layer and
+    input shape: tracing the whole network costs about as much as a small kernel)."""
     a = jax.ShapeDtypeStruct((1,) + x1.shape[1:], x1.dtype)
     vs = tuple(jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for v in v1)
-    out = jax.eval_shape(lambda a, b, va, vb: pair_kernel(layer, names, a, b, va, vb, None), a, a, vs, vs)
-    return tuple(out[0].shape[2:])
+
+    def build():
+        out = jax.eval_shape(lambda a, b, va, vb: pair_kernel(layer, names, a, b, va, vb, None), a, a, vs, vs)
+        return tuple(out[0].shape[2:])
+
+    key = ("tail", names, a.shape, str(a.dtype), tuple((v.shape, str(v.dtype)) for v in vs))
+    return _cached(layer, key, build)
