@@ -13,7 +13,8 @@ one-hot targets; the ridge parameter is chosen on a random 10 % (small: 20 %) va
 *training* images (never the test set), then refit on all training images.
 
 Usage: ``python benchmarks/mnist.py [--parts small,large] [--n-small 200] [--budget-s 1200] [--feature-dim 1024]
-[--degree 4] [--gpu-full]``. Results: ``benchmarks/results/mnist.json`` and a printed table.
+[--degree 4] [--n-train N] [--n-test 10000] [--gpu-full]``.
+Results: ``benchmarks/results/mnist.json`` and a printed table.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def part_large(data, args, fdtype):
     n_test = min(args.n_test, len(xte))
     if args.gpu_full:
         n_train, n_test = len(xtr), len(xte)
+    elif args.n_train is not None:
+        n_train = int(min(len(xtr), args.n_train))
     else:
         n_train = int(min(len(xtr), max(bs, args.budget_s / per_image - n_test)))
     print(f"[large] m={m}: {per_image * 1e3:.1f} ms/image (compile {compile_s:.1f} s) -> n_train={n_train}, "
@@ -155,6 +158,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--budget-s", type=float, default=1200.0, help="feature-time budget of part (b)")
     p.add_argument("--n-test", type=int, default=10_000)
+    p.add_argument("--n-train", type=int, default=None,
+                   help="part (b): this many training images instead of the number --budget-s allows")
     p.add_argument("--gpu-full", action="store_true", help="part (b) on all 60k/10k images with m = 8192")
     p.add_argument("--float64", action="store_true", help="features in float64 (default float32)")
     args = p.parse_args(argv)
