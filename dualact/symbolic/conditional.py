@@ -32,6 +32,7 @@ from fractions import Fraction
 import mpmath
 import sympy as sp
 
+from .gaussian_class import NotInClass, split_exp
 from .quadrature import find_kinks, mpmath_function
 from .symbols import x
 
@@ -61,25 +62,13 @@ def _decompose(e: sp.Expr) -> tuple | None:
         coeff, dep = term.as_independent(x, as_Add=False)
         if not coeff.is_number or not coeff.is_real:
             return None
-        n, beta = 0, sp.S.Zero
-        for f in sp.Mul.make_args(dep):
-            if f == 1:
-                continue
-            if f == x:
-                n += 1
-            elif f.is_Pow and f.base == x and f.exp.is_Integer and f.exp > 0:
-                n += int(f.exp)
-            elif isinstance(f, sp.exp) or (f.is_Pow and isinstance(f.base, sp.exp) and f.exp.is_Integer):
-                arg = f.args[0] if isinstance(f, sp.exp) else f.base.args[0] * f.exp
-                arg = sp.expand(arg)
-                b = arg.coeff(x)
-                rest = sp.expand(arg - b * x)
-                if rest.has(x) or not b.is_number or not b.is_real or not rest.is_number:
-                    return None
-                beta += b
-                coeff *= sp.exp(rest)
-            else:
-                return None
+        try:
+            n, alpha, beta, extra = split_exp(dep)  # xⁿ·e^{αx² + βx}·extra
+        except NotInClass:
+            return None
+        if alpha != 0 or not beta.is_number or not beta.is_real or not extra.is_number:
+            return None
+        coeff *= extra
         if n > _MAX_DEGREE:
             return None
         poly = by_beta.setdefault(sp.nsimplify(beta) if beta.is_Rational else beta, {})

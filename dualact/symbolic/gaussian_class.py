@@ -37,7 +37,7 @@ class GTerm:
     beta: sp.Expr = sp.S.Zero
 
 
-def _split_exp(dep):
+def split_exp(dep):
     """dep (x-dependent product) → (n, α, β, extra constant factor) or raise NotInClass."""
     n, arg = 0, sp.S.Zero
     for f in sp.Mul.make_args(dep):
@@ -51,6 +51,8 @@ def _split_exp(dep):
             arg += f.args[0]
         elif f.is_Pow and f.base is sp.E:
             arg += f.exp
+        elif f.is_Pow and isinstance(f.base, sp.exp) and f.exp.is_Integer:
+            arg += f.base.args[0] * f.exp
         else:
             raise NotInClass(f)
     arg = sp.expand(arg)
@@ -77,7 +79,7 @@ def g0_terms(expr: sp.Expr) -> list[GTerm]:
                 raise NotInClass(dep)
             terms.append(GTerm("delta", coeff, int(dep.args[1]) if len(dep.args) > 1 else 0))
             continue
-        n, alpha, beta, extra = _split_exp(dep)
+        n, alpha, beta, extra = split_exp(dep)
         terms.append(GTerm("gauss", coeff * extra, n, alpha, beta))
     return terms
 
