@@ -69,6 +69,10 @@ BAD = [
     ("sqrt(x)", NotRealValuedError),
     ("1/x", DivergentActivationError),
     ("1/Abs(x)**(1/2)", DivergentActivationError),
+    ("cosh(cosh(x))", DivergentActivationError),  # super-exponential: σ(±10³) overflows everywhere
+    ("sinh(sinh(sinh(x)))", DivergentActivationError),
+    ("cosh(cosh(exp(x)))", DivergentActivationError),  # mpmath at x = 10⁴ would never return (fuzz finding)
+    ("exp(x/erfc(x**2))", DivergentActivationError),  # mpmath runs out of memory there (fuzz finding)
 ]
 
 
@@ -92,6 +96,18 @@ def test_divergent_message_names_the_cause():
     with pytest.raises(DivergentActivationError) as info:
         dualact.derive("exp(x**2)")
     assert "exp" in str(info.value) or "moment" in str(info.value).lower()
+
+
+def test_super_exponential_decay_is_not_divergence():
+    """exp(−exp(x)) is bounded (σ(10⁴) underflows; mpmath would take forever to say so): accepted, quickly."""
+    import time
+
+    from dualact.symbolic.normalize import check_second_moment, to_heaviside
+    from dualact.symbolic.parse import parse_activation
+
+    t0 = time.monotonic()
+    check_second_moment(to_heaviside(parse_activation("exp(-exp(x))").expr), {})
+    assert time.monotonic() - t0 < 10.0
 
 
 def test_missing_parameter_at_evaluation(cache):

@@ -12,10 +12,15 @@ reduced to ``c·δ⁽ᵐ⁾(x)``. The result is a list of additive terms the der
 
 from __future__ import annotations
 
+import math
+import time
+
 import mpmath
+import numpy as np
 import sympy as sp
 
 from dualact.errors import DivergentActivationError, NotRealValuedError
+from dualact.symbolic.canonical import _deadline, _OutOfTime
 from dualact.symbolic.quadrature import mpmath_function
 from dualact.symbolic.symbols import x
 
@@ -168,20 +173,37 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
     with mpmath.workdps(30):
         growth = []
         for point in (1e3, 1e4):
-            vals = []
-            for sgn in (1, -1):
-                try:
-                    v = abs(mpmath.mpmathify(f(mpmath.mpf(sgn * point))))
-                except (OverflowError, ZeroDivisionError, ValueError, TypeError):
-                    v = mpmath.inf
-                vals.append(v)
-            top = max(vals)
+            top = max(_magnitude(f, e, sgn * point) for sgn in (1, -1))
             growth.append(mpmath.inf if top == mpmath.inf else (mpmath.log(top) / point**2 if top > 1 else 0))
     # log|σ|/x² tends to a positive constant for exp(εx²)-type growth and decays like 1/x for exp(bx)
-    if growth[1] > 1e-6 and growth[1] > 0.5 * growth[0]:
+    if growth[1] == mpmath.inf or (growth[1] > 1e-6 and growth[1] > 0.5 * growth[0]):
         raise DivergentActivationError(
             f"E[σ(u)²] diverges for Gaussian u of large variance: σ = {expr} grows like exp(εx²) or faster"
         )
+
+
+def _magnitude(f, e: sp.Expr, point: float, seconds: float = 2.0):
+    """|σ(point)| (mpmath, working precision), ``inf`` where σ overflows there.
+
+    mpmath's cost grows with the exponent of the result, so a super-exponential σ such as cosh(cosh(exp(x)))
+    never returns at x = 10⁴: after ``seconds`` the float64 value decides (finite, e.g. exp(−exp(x)) → 0, or
+    overflowed → ``inf``).
+    """
+    start = time.monotonic()
+    try:
+        with _deadline(seconds):
+            return abs(mpmath.mpmathify(f(mpmath.mpf(point))))
+    except _OutOfTime:
+        if time.monotonic() - start < 0.9 * seconds:
+            raise  # an enclosing deadline (the caller's budget) fired first
+    except (OverflowError, MemoryError, ZeroDivisionError, ValueError, TypeError):
+        return mpmath.inf
+    with np.errstate(all="ignore"):
+        try:
+            v = float(sp.lambdify(x, e, "numpy")(np.float64(point)))
+        except (OverflowError, MemoryError, ZeroDivisionError, ValueError, TypeError):
+            return mpmath.inf
+    return mpmath.mpf(abs(v)) if math.isfinite(v) else mpmath.inf
 
 
 def _singular_points(e: sp.Expr) -> list[sp.Expr]:
