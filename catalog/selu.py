@@ -9,9 +9,9 @@ Activation:  σ(x) = 5253504936777402467096674926473*Max(0, x)/50000000000000000
              87904967042368842997010876040615967103012290445610415488549141*Min(0, exp(x) -
              1)/50000000000000000000000000000000000000000000000000000000000000
 Method:      quadrature_1d (tier: conditional_1d); kinks at 0.0
-Accuracy:    conditional_mean_error = 1.92e-31, nngp_error = 5.96e-16, nodes = 360, note = max normalised
+Accuracy:    conditional_mean_error = 1.92e-31, nngp_error = 1.03e-15, nodes = 360, note = max normalised
              error |ΔT|/√(T(q11,q11,q11)T(q22,q22,q22)) against 2-D kink-aware quadrature at 7 points (off-
-             sphere variances, |ρ| up to 0.999) and 1-D mpmath quadrature at ρ = ±1, ntk_error = 6.22e-16,
+             sphere variances, |ρ| up to 0.999) and 1-D mpmath quadrature at ρ = ±1, ntk_error = 1.04e-15,
              points = 7
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
@@ -43,7 +43,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:b4e2c4957b923c1e447cab6bdb5d8acf4fb582836f66c4e8b3b154f5c53ed04d
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:a5984fb59eae934e61b8fa307e7c62c2c2c5deeac811b196317210008be75d0e
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
   T(q11, q12, q22) = a**2*(exp(2*b**2*q12) - cos(2*c))*exp(-b**2*(q11/2 + q12 + q22/2))/2
   Ṫ(q11, q12, q22) = a**2*b**2*(exp(2*b**2*q12) + cos(2*c))*exp(-b**2*(q11/2 + q12 + q22/2))/2
   T(q, q, q) = a**2*(1 - exp(-2*b**2*q)*cos(2*c))/2
-  Ṫ(q, q, q) = a**2*b**2*(exp(2*b**2*q) + cos(2*c))*exp(-2*b**2*q)/2
+  Ṫ(q, q, q) = a**2*b**2*(1 + exp(-2*b**2*q)*cos(2*c))/2
   σ(x) = a*sin(b*x + c)
   σ'(x) = a*b*cos(b*x + c)
   E[σ(u)] = a*exp(-b**2*q/2)*sin(c)
@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:58ccd6e13b998a544bd42ab1b1c0964dbaa3a1a10fc4a650eca9b38f3345dfce
+Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:8941726fcf06cbfe302fa512991b16aebb45a21b55f23c385a5b57bf58e6cd11
 """
 
 from __future__ import annotations
@@ -143,8 +143,7 @@ def diag(q, *, a=None, b=None, c=None):
 
 def _ntk_diag(q, a, b, c):
     t0 = b**2
-    t1 = 2*q*t0
-    return (1/2)*a**2*t0*(jnp.exp(t1) + jnp.cos(2*c))*jnp.exp(-t1)
+    return (1/2)*a**2*t0*(1 + jnp.exp(-2*q*t0)*jnp.cos(2*c))
 
 
 def ntk_diag(q, *, a=None, b=None, c=None):
