@@ -33,14 +33,18 @@ TOL = 1e-11
 
 
 @functools.cache
+def _from_source(src: str, continuous: bool):
+    """(Kernel1D built straight from the pieces of σ and σ' on σ's kinks, σ as a SymPy expression)."""
+    sig = to_heaviside(parse_activation(src).expr)
+    kinks = find_kinks(sig)
+    pa, pd = cm.pieces_of(sig, kinks), cm.pieces_of(ae_derivative(sig), kinks)
+    assert len(pa) == len(pd) == len(kinks) + 1
+    return Kernel1D(cm.kernel_pieces(pa, pd), kinks, continuous), sig
+
+
 def _hardtanh():
-    """Hard-tanh (two kinks; no closed form, so otherwise Hermite) built straight from its pieces."""
-    sig = to_heaviside(parse_activation(HARDTANH).expr)
-    pa, pd = cm.pieces_of(sig), cm.pieces_of(ae_derivative(sig))
-    pieces = {"activation": cm.pieces_json(pa), "derivative": cm.pieces_json(pd),
-              "activation_sq": cm.pieces_json(cm.product(pa, pa)),
-              "derivative_sq": cm.pieces_json(cm.product(pd, pd))}
-    return Kernel1D(pieces, find_kinks(sig), True), sig
+    """Hard-tanh (two kinks; no closed form, so otherwise Hermite)."""
+    return _from_source(HARDTANH, True)
 
 
 class _Jitted:
@@ -207,14 +211,8 @@ def test_layer_uses_the_elementwise_path():
 
 def test_discontinuous_activation():
     """A jump away from 0 (no closed form): same partition for σ and σ' = 0, no Price custom_jvp."""
-    sig = to_heaviside(parse_activation("Heaviside(x - 1/2)").expr)
-    kinks = find_kinks(sig)
-    pa, pd = cm.pieces_of(sig, kinks), cm.pieces_of(ae_derivative(sig), kinks)
-    assert len(pa) == len(pd) == 2
-    pieces = {"activation": cm.pieces_json(pa), "derivative": cm.pieces_json(pd),
-              "activation_sq": cm.pieces_json(cm.product(pa, pa)),
-              "derivative_sq": cm.pieces_json(cm.product(pd, pd))}
-    k = Kernel1D(pieces, kinks, False)
+    k, sig = _from_source("Heaviside(x - 1/2)", False)
+    assert len(k.pieces["activation"]) == len(k.pieces["derivative"]) == 2
     a, c, b = np.array([(0.7, 0.3, 2.3), (2.0, -1.99, 2.0)]).T
     T = np.asarray(jax.jit(k.nngp)(a, c, b))
     for i in range(2):
@@ -224,23 +222,14 @@ def test_discontinuous_activation():
     assert all(np.isfinite(np.asarray(v)).all() for v in g)
 
 
-@functools.cache
-def _step_plus_relu():
-    """A σ with a jump away from 0 (Heaviside(x − ½) + relu(x)/3): tier d without Price's shortcut."""
-    sig = to_heaviside(parse_activation("Heaviside(x - 1/2) + Max(x, 0)/3").expr)
-    pa, pd = cm.pieces_of(sig), cm.pieces_of(ae_derivative(sig))
-    pieces = {"activation": cm.pieces_json(pa), "derivative": cm.pieces_json(pd),
-              "activation_sq": cm.pieces_json(cm.product(pa, pa)),
-              "derivative_sq": cm.pieces_json(cm.product(pd, pd))}
-    return Kernel1D(pieces, find_kinks(sig), False)
-
-
 @pytest.mark.parametrize("case", ["relu_shifted ntk", "step nngp", "step ntk"])
 def test_gradient_includes_the_moving_jump(case):
     """A jump of σ (or σ') at k ≠ 0 sits at z = k/√q11 and moves with q11: ∂/∂q11 has a boundary term.
     All three partials against central differences of the values (which are accurate to ~1e-15)."""
     name, which = case.split()
-    k = dualact.catalog.get("relu_shifted") if name == "relu_shifted" else _step_plus_relu()
+    # step: a σ with a jump away from 0 (Heaviside(x − ½) + relu(x)/3), tier d without Price's shortcut
+    k = (dualact.catalog.get("relu_shifted") if name == "relu_shifted"
+         else _from_source("Heaviside(x - 1/2) + Max(x, 0)/3", False)[0])
     fn = k.nngp if which == "nngp" else k.ntk_factor
     h = 1e-5
     for a, c, b in ((0.7, 0.4, 2.3), (2.0, -1.1, 3.0), (1.3, 1.2, 1.3)):

@@ -163,6 +163,16 @@ def pieces_json(pieces: tuple[Piece, ...]) -> list:
     ]
 
 
+def kernel_pieces(act: tuple[Piece, ...], der: tuple[Piece, ...]) -> dict:
+    """The piece data of σ, σ', σ² and σ'² that :class:`dualact.runtime.quadrature_1d.Kernel1D` evaluates."""
+    return {
+        "activation": pieces_json(act),
+        "derivative": pieces_json(der),
+        "activation_sq": pieces_json(product(act, act)),
+        "derivative_sq": pieces_json(product(der, der)),
+    }
+
+
 def _Phi(t):
     return sp.erfc(-t / sp.sqrt(2)) / 2
 

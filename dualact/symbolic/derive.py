@@ -316,12 +316,7 @@ def _one_dimensional(sigma, deriv, params, values, kinks):
         return None
     if not g_err <= 1e-20:
         return None
-    pieces = {
-        "activation": cm.pieces_json(pa),
-        "derivative": cm.pieces_json(pd),
-        "activation_sq": cm.pieces_json(cm.product(pa, pa)),
-        "derivative_sq": cm.pieces_json(cm.product(pd, pd)),
-    }
+    pieces = cm.kernel_pieces(pa, pd)
     info = {"pieces": pieces, "g": sp.srepr(g), "gd": sp.srepr(gd), "continuous": _continuous(pa),
             "kinks": [float(k) for k in kinks]}
     errors = _verify_1d(info, act)
