@@ -47,7 +47,10 @@ from .template import (
 GENERATOR_VERSION = "2"
 """Bumped whenever the emitted text changes; ``dualact catalog check`` reports older modules as stale."""
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch (``$`` would accept a trailing newline)
+# names that dualact.catalog's own module namespace already binds (its functions and imports): an entry of
+# that name would be shadowed by them under ``from dualact.catalog import NAME``
+_RESERVED_NAMES = frozenset({"get", "names", "catalog_dirs", "user_catalog_dir", "annotations", "importlib", "sys"})
 _RESERVED_LOCALS = frozenset(
     {"jax", "jnp", "jsp", "os", "zero", "value", "pos", "partials", "primals", "tangents", "dtype", "args"}
     | {"activation", "derivative", "nngp", "ntk_factor", "diag", "ntk_diag", "x", "q", "q11", "q12", "q22"}
@@ -74,11 +77,11 @@ class EmittedModule:
 
 def check_name(name: str) -> str:
     """Validate a catalog entry name (a short snake_case Python identifier)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or keyword.iskeyword(name) or len(name) > 64:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or keyword.iskeyword(name) or len(name) > 64:
         raise CatalogError(
             f"invalid catalog name {name!r}: use lower-case letters, digits and '_', starting with a letter"
         )
-    if name in {"get", "names", "catalog_dirs", "user_catalog_dir"}:
+    if name in _RESERVED_NAMES:
         raise CatalogError(f"invalid catalog name {name!r}: it is reserved by dualact.catalog")
     return name
 

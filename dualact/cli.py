@@ -454,6 +454,8 @@ def _catalog_check(args, out: Output) -> int:
 
     if args.catalog_dir:
         dirs = [Path(args.catalog_dir)]
+        if not dirs[0].is_dir():
+            raise DualactError(f"catalog directory {dirs[0]} does not exist")
     else:
         dirs = [d for d in writer.catalog_dirs() if d.exists()]
     problems, count = [], 0

@@ -149,6 +149,17 @@ def test_check_and_regenerate(capsys, user_dir, tmp_path):
     assert _snapshot(cat) == before
     code, out, _ = _run(["catalog", "check", "--catalog-dir", str(cat)], capsys)
     assert code == 0
+    code, out, err = _run(["catalog", "check", "--catalog-dir", str(tmp_path / "typo")], capsys)
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["xsq\n", "sys", "importlib", "annotations", "get"])
+def test_add_rejects_names_the_catalog_package_cannot_hold(capsys, user_dir, fake_engine, name):
+    """A trailing newline (``$`` in a regex matches before it) and names already bound in dualact.catalog's
+    namespace (``from dualact.catalog import sys`` would give the module, not the entry)."""
+    code, _, err = _run(["add", name, "relu(x)"], capsys)
+    assert code == 2 and "invalid catalog name" in err
+    assert not user_dir.exists() or not any(user_dir.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,3 +231,5 @@ def test_console_script_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr
     res = run("catalog", "check")
     assert res.returncode == 0, res.stdout
+    res = subprocess.run([sys.executable, "-m", "dualact", "catalog", "check"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and "catalog OK" in res.stdout, res.stderr

@@ -83,6 +83,16 @@ def test_cross_batches_consistent_and_shape():
     full = f(X)
     np.testing.assert_allclose(np.concatenate([a, b]), full, rtol=1e-10, atol=1e-12)
     assert full.shape == (16, 512)
+    assert f(X[:0]).shape == (0, 512)  # an empty batch has no features
+
+
+def test_bad_inputs_and_degrees_raise_dualact_errors():
+    f = ntk_features(_net("relu"), 64, 2, jax.random.PRNGKey(0))
+    with pytest.raises(DualactError, match="shape"):
+        f(X[0])  # one input without its batch axis
+    for degree in (-1, 2.5):
+        with pytest.raises(DualactError, match="degree"):
+            ntk_features(_net("relu"), 64, degree)(X)
 
 
 def test_unsupported_architectures():

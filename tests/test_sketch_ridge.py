@@ -32,6 +32,9 @@ def test_validation_choice_and_refit():
     # the final solve uses every training example (train + validation)
     direct = np.linalg.solve(PHI.T @ PHI + model.ridge_ * np.eye(30), PHI.T @ Y)
     np.testing.assert_allclose(model.coef_, direct, rtol=1e-8)
+    # candidates given as a generator (consumed once) choose the same ridge
+    again = RidgeRegression(ridge=(c for c in cands), validation_fraction=0.2, seed=1).fit_stream(_batches(PHI, Y))
+    assert again.ridge_ == model.ridge_ and set(again.validation_scores_) == set(cands)
 
 
 def test_default_grid_and_validation_only_uses_training_data():

@@ -37,6 +37,7 @@ from dualact.sketch.arccos import (
     project_apply,
     project_init,
 )
+from dualact.sketch.srht import SketchArgumentError
 
 __all__ = [
     "FeatureMap",
@@ -74,6 +75,11 @@ class FeatureMap:
     # ---- building ------------------------------------------------------------------------------------------
     def init(self, input_shape):
         """``(params, dims)`` for inputs of shape ``(n, *spatial, channels)`` (the batch size is ignored)."""
+        if len(input_shape) < 2 or any(int(s) < 1 for s in input_shape[1:]):
+            raise SketchArgumentError(
+                f"inputs must have shape (n, features) or (n, *spatial, channels) with non-empty axes after the "
+                f"batch axis; got shape {tuple(input_shape)}"
+            )
         shape = tuple(int(s) for s in input_shape[1:])
         if shape in self._built:
             return self._built[shape][:2]
@@ -115,6 +121,8 @@ class FeatureMap:
 
     def __call__(self, x):
         params, _ = self.init(jnp.shape(x))
+        if jnp.shape(x)[0] == 0:  # an empty batch has no features (and XLA would reshape by zero)
+            return jnp.zeros((0, self.feature_dim), jnp.result_type(jnp.asarray(x).dtype, float))
         return self._fn(jnp.shape(x))(params, x)
 
     def batched(self, x, batch_size: int = 256, progress: bool | None = None, devices=None):

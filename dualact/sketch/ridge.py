@@ -63,7 +63,8 @@ class RidgeRegression:
     def __init__(self, ridge: float | Sequence[float] | None = None, *, validation_fraction: float = 0.1,
                  max_validation: int = 10_000, feature_map=None, seed: int = 0, grid_size: int = 19,
                  progress: bool | None = None):
-        self.ridge = ridge
+        # an iterable of candidates is kept as a tuple: a generator would be used up by the first look
+        self.ridge = tuple(ridge) if isinstance(ridge, Iterable) and not isinstance(ridge, (str, bytes)) else ridge
         self.validation_fraction = float(validation_fraction)
         self.max_validation = int(max_validation)
         self.feature_map = feature_map

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dualact.sketch.srht import SketchArgumentError
+
 __all__ = ["METHODS", "TaylorApprox", "approximation_error", "taylor_approximation"]
 
 METHODS = ("fold", "nnls")
@@ -182,9 +184,9 @@ def taylor_approximation(dual, degree: int, method: str = "fold", **params) -> T
     [0.3679, 0.3679, 0.1839]
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if degree < 0:
-        raise ValueError("degree must be non-negative")
+        raise SketchArgumentError(f"method must be one of {METHODS}; got {method!r}")
+    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 0:
+        raise SketchArgumentError(f"degree must be a non-negative integer; got {degree!r}")
     dual = _resolve(dual)
     defaults = dict(getattr(dual, "defaults", {}))
     defaults.update(params)
