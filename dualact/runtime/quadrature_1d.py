@@ -30,17 +30,44 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import log_ndtr
+from jax.scipy.special import erfc
 
 from .numerics import gram_det, safe_sqrt
 
-__all__ = ["Kernel1D", "conditional_mean", "piecewise"]
+__all__ = ["Kernel1D", "conditional_mean", "log_ndtr", "piecewise"]
 
 L = 10.0
 N_NODES = 20
 _GRID = (-L, -7.0, -5.0, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0, 3.5, 5.0, 7.0, L)
 _LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/abs(c)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TAIL = -30.0  # below this log Φ(t) is the asymptotic series (erfc would reach the subnormal range near −37)
+_TAIL_TERMS = 10  # (2k−1)!!/t^{2k} at t = −30: the 11th term is below 1e-19
+
+
+def log_ndtr(t):
+    """log Φ(t), accurate to about 1e-13 absolute (relative to |t|²/2 in the far tail) for every t.
+
+    One erfc and one log where t > −30 (erfc keeps its relative accuracy in the tail), else the asymptotic
+    series log Φ(t) = −t²/2 − log(−t√(2π)) + log Σ_k (−1)^k (2k−1)!!/t^{2k}. Both branches see clamped
+    arguments (double-where), so gradients are finite everywhere. It replaces ``jax.scipy.special.log_ndtr``,
+    which costs two erf/erfc pairs per call and is off by up to 4e-9 in log near t = −20, where it switches
+    to a three-term series.
+
+    >>> import jax.numpy as jnp
+    >>> round(float(jnp.exp(log_ndtr(jnp.array(0.0)))), 15)
+    0.5
+    """
+    t = jnp.asarray(t)
+    bulk = t > _TAIL
+    main = jnp.log(0.5 * erfc(jnp.where(bulk, t, 0.0) * (-1.0 / math.sqrt(2.0))))
+    tt = jnp.where(bulk, _TAIL, t)
+    r = 1.0 / (tt * tt)
+    series = jnp.ones_like(tt)
+    for k in range(_TAIL_TERMS, 0, -1):
+        series = 1.0 - (2 * k - 1) * r * series
+    tail = -0.5 * tt * tt - jnp.log(-tt) - 0.5 * math.log(2.0 * math.pi) + jnp.log(series)
+    return jnp.where(bulk, main, tail)
 
 
 def _floats(*args):
@@ -80,9 +107,9 @@ def _mass(E, tl, th, lo, hi):
         return jnp.exp(E + log_ndtr(th))
     if hi is None:
         return jnp.exp(E + log_ndtr(-tl))
-    upper = jnp.exp(E + log_ndtr(-tl)) - jnp.exp(E + log_ndtr(-th))
-    lower = jnp.exp(E + log_ndtr(th)) - jnp.exp(E + log_ndtr(tl))
-    return jnp.where(tl > 0, upper, lower)
+    upper = tl > 0  # both ends in the upper tail: Φ(−tl) − Φ(−th), else Φ(th) − Φ(tl)
+    big, small = jnp.where(upper, -tl, th), jnp.where(upper, -th, tl)
+    return jnp.exp(E + log_ndtr(big)) - jnp.exp(E + log_ndtr(small))
 
 
 def conditional_mean(pieces, mu, s):
