@@ -316,3 +316,15 @@ def test_digest_gelu_ntk_is_price_of_its_nngp():
     _agree(sp.diff(T, q12), Td, pt, "Price")
     gelu = x * sp.erf(x / sp.sqrt(2)) / 2 + x / 2
     assert abs(float(_n50(Td, pt)) - dual_reference(gelu, 1.5, 5 / 7, 0.4, derivative=True)) < 1e-13
+
+
+def test_steep_erf_keeps_its_closed_form(tmp_path, monkeypatch):
+    """erf(100x): the gate's reference quadrature resolves the steep transition (panel points), so the exact
+    arcsine kernel is accepted; it used to be rejected and replaced by a Hermite series 37% off at ρ = 0.999."""
+    monkeypatch.setenv("DUALACT_CACHE_DIR", str(tmp_path))
+    k = dualact.derive("erf(100*x)")
+    assert k.method == "closed_form"
+    a2, q1, q2 = 1e4, 2.5, 0.3
+    c = 0.999 * math.sqrt(q1 * q2)
+    ntk = 4 * a2 / math.pi / math.sqrt((1 + 2 * a2 * q1) * (1 + 2 * a2 * q2) - 4 * a2 * a2 * c * c)
+    assert float(k.ntk_factor(q1, c, q2)) == pytest.approx(ntk, rel=1e-12)

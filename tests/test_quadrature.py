@@ -212,3 +212,20 @@ def test_dual_reference_sympy():
     # overflowing float formula (softplus at large x) is re-evaluated with mpmath
     sp_f = lambdify_numpy(sp.log(1 + sp.exp(x)))
     assert sp_f(np.array([900.0]))[0] == 900.0
+
+
+def test_steep_transitions_get_panel_points():
+    """erf(100x) turns over on |x| ≲ 0.03 and its σ' is a Gaussian bump of width 0.007: the reference rules
+    must resolve them (unresolved, E[σ'(u)σ'(v)] was 2e-4 off and the gate rejected erf(100x)'s closed form)."""
+    from dualact.symbolic.quadrature import ae_derivative, panel_points
+
+    e = sp.erf(100 * x)
+    pts = panel_points(e)
+    assert min(abs(p) for p in pts if p) == pytest.approx(1 / 400) and max(pts) == pytest.approx(0.16)
+    assert panel_points(ae_derivative(e)) and panel_points(sp.tanh(x)) == ()  # unit-scale: the base rule suffices
+    d = lambdify_numpy(ae_derivative(e))
+    kinks = panel_points(ae_derivative(e))
+    a, c, b = 1.407485, -0.022087, 1.419489
+    exact = 4e4 / math.pi / math.sqrt((1 + 2e4 * a) * (1 + 2e4 * b) - 4e8 * c * c)
+    assert expectation_2d(d, d, a, b, c, kinks, kinks) == pytest.approx(exact, rel=1e-12)
+    assert expectation_1d(lambda t: d(t) ** 2, a, kinks) == pytest.approx(4e4 / math.pi / math.sqrt(1 + 4e4 * a), rel=1e-12)

@@ -365,12 +365,12 @@ def _pair_1d(act, a: float, b: float, c: float, derivative: bool) -> float:
 
     import mpmath
 
-    from .quadrature import ae_derivative, find_kinks, mpmath_function
+    from .quadrature import ae_derivative, mpmath_function, panel_points
 
     e = ae_derivative(act) if derivative else act
     f = mpmath_function(e)
     sa, sb = math.sqrt(a), math.copysign(math.sqrt(b), c)
-    kinks = find_kinks(e)
+    kinks = panel_points(e)
     with mpmath.workdps(25):
         edges = sorted({-mpmath.inf, mpmath.inf, 0, *[mpmath.mpf(k) / sa for k in kinks],
                         *[mpmath.mpf(k) / sb for k in kinks]})
@@ -385,7 +385,7 @@ def _verify_1d(info, act) -> tuple[float, float] | None:
 
     from dualact.runtime.quadrature_1d import Kernel1D
 
-    from .quadrature import ae_derivative, expectation_2d, find_kinks, lambdify_numpy
+    from .quadrature import ae_derivative, expectation_2d, lambdify_numpy, panel_points
 
     k = Kernel1D(info["pieces"], info["kinks"], info["continuous"])
     with jax.enable_x64(True):
@@ -397,7 +397,7 @@ def _verify_1d(info, act) -> tuple[float, float] | None:
     errs = [0.0, 0.0]
     for j, (vals, der) in enumerate(((T, False), (Td, True))):
         e = ae_derivative(act) if der else act
-        f, kinks = lambdify_numpy(e), find_kinks(e)  # once: the same rule as quadrature.dual_reference
+        f, kinks = lambdify_numpy(e), panel_points(e)  # once: the same rule as quadrature.dual_reference
 
         def ref(a, b, c, f=f, kinks=kinks):
             return expectation_2d(f, f, a, b, c, kinks, kinks)
@@ -413,13 +413,15 @@ def _verify_1d(info, act) -> tuple[float, float] | None:
 # entry point
 
 
-def _kinks(*exprs, values) -> tuple[float, ...]:
-    from .quadrature import find_kinks
+def _kinks(*exprs, values, transitions: bool = False) -> tuple[float, ...]:
+    """The kinks of the expressions (with ``transitions``: also the panel points of their steep parts)."""
+    from .quadrature import find_kinks, panel_points
 
+    points = panel_points if transitions else find_kinks
     out: set[float] = set()
     for e in exprs:
         try:
-            out |= set(find_kinks(_numeric(e, values)))
+            out |= set(points(_numeric(e, values)))
         except (ValueError, TypeError, NotImplementedError):
             continue
     return tuple(sorted(out))
@@ -510,7 +512,8 @@ def derive(
         return d
     if not allow_hermite:
         raise DerivationError(f"no closed form found for σ = {parsed.expr}")
-    table, info, accuracy = _hermite(sigma, deriv, parsed.params, values, kinks, deadline - time.monotonic())
+    panels = _kinks(sigma, deriv, values=values, transitions=True)  # quadrature edges for the coefficients
+    table, info, accuracy = _hermite(sigma, deriv, parsed.params, values, panels, deadline - time.monotonic())
     if rejected:
         accuracy["closed_form_rejected"] = rejected
     d = Derivation.from_json(

@@ -27,7 +27,7 @@ from dualact.errors import DivergentActivationError, VerificationError
 
 from .derivation import Derivation
 from .normalize import check_second_moment
-from .quadrature import dual_reference, expectation_1d, find_kinks, lambdify_numpy, mpmath_function
+from .quadrature import dual_reference, expectation_1d, lambdify_numpy, mpmath_function, panel_points
 from .symbols import q, q11, q12, q22
 
 __all__ = ["TOLERANCE", "sample_parameters", "verify_closed_form"]
@@ -56,7 +56,7 @@ def sample_parameters(sigma: sp.Expr, params: tuple[str, ...], rng) -> tuple[flo
         try:
             check_second_moment(numeric)
             f = lambdify_numpy(numeric)
-            m2 = expectation_1d(lambda t, f=f: f(t) ** 2, 3.0, find_kinks(numeric))
+            m2 = expectation_1d(lambda t, f=f: f(t) ** 2, 3.0, panel_points(numeric))
         except (DivergentActivationError, ValueError, TypeError, OverflowError, ZeroDivisionError):
             continue
         if math.isfinite(m2):
@@ -95,7 +95,7 @@ def verify_closed_form(d: Derivation, sigma: sp.Expr, deriv: sp.Expr) -> dict:
     for values in settings:
         s_num, ds_num = _subs(sigma, values), _subs(deriv, values)
         f = lambdify_numpy(s_num)
-        kinks = find_kinks(s_num)
+        kinks = panel_points(s_num)
         checks = [("nngp", d.nngp, s_num, False), ("ntk", d.ntk_factor, ds_num, True)]
         norms_cache: dict[tuple[str, float], float] = {}
 
@@ -106,7 +106,7 @@ def verify_closed_form(d: Derivation, sigma: sp.Expr, deriv: sp.Expr) -> dict:
                     norms_cache[k] = expectation_1d(lambda t: f(t) ** 2, qq, kinks)
                 else:
                     g = lambdify_numpy(ds_num)
-                    norms_cache[k] = expectation_1d(lambda t: g(t) ** 2, qq, find_kinks(ds_num))
+                    norms_cache[k] = expectation_1d(lambda t: g(t) ** 2, qq, panel_points(ds_num))
             return norms_cache[k]
 
         for which, formula, _, is_deriv in checks:
@@ -128,7 +128,7 @@ def verify_closed_form(d: Derivation, sigma: sp.Expr, deriv: sp.Expr) -> dict:
             fn = _mp_fn(_subs(formula, values), (q,))
             g = lambdify_numpy(expr)
             for qq in (round(float(rng.uniform(0.2, 3.0)), 6), 1.0):
-                ref = expectation_1d(lambda t, g=g: g(t) ** 2, qq, find_kinks(expr))
+                ref = expectation_1d(lambda t, g=g: g(t) ** 2, qq, panel_points(expr))
                 with mpmath.workdps(30):
                     got = float(sp.re(complex(fn(mpmath.mpf(qq)))))
                 err = abs(got - ref) / abs(ref) if ref else abs(got)
@@ -143,7 +143,7 @@ def verify_closed_form(d: Derivation, sigma: sp.Expr, deriv: sp.Expr) -> dict:
             fn = _mp_fn(_subs(formula, values), (q,))
             g = lambdify_numpy(expr)
             qq = round(float(rng.uniform(0.2, 3.0)), 6)
-            ref = expectation_1d(g, qq, find_kinks(expr))
+            ref = expectation_1d(g, qq, panel_points(expr))
             with mpmath.workdps(30):
                 got = float(sp.re(complex(fn(mpmath.mpf(qq)))))
             scale = math.sqrt(norm2(which, qq))
