@@ -228,4 +228,5 @@ def test_steep_transitions_get_panel_points():
     a, c, b = 1.407485, -0.022087, 1.419489
     exact = 4e4 / math.pi / math.sqrt((1 + 2e4 * a) * (1 + 2e4 * b) - 4e8 * c * c)
     assert expectation_2d(d, d, a, b, c, kinks, kinks) == pytest.approx(exact, rel=1e-12)
-    assert expectation_1d(lambda t: d(t) ** 2, a, kinks) == pytest.approx(4e4 / math.pi / math.sqrt(1 + 4e4 * a), rel=1e-12)
+    diag = 4e4 / math.pi / math.sqrt(1 + 4e4 * a)
+    assert expectation_1d(lambda t: d(t) ** 2, a, kinks) == pytest.approx(diag, rel=1e-12)
