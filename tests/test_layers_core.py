@@ -277,3 +277,108 @@ def test_gradient_through_kernel_fn_wrt_hyperparameters():
     ]
     np.testing.assert_allclose(np.array(g), np.array(fd), rtol=1e-6)
     assert jax.jit(f)(1.3, 0.2, 0.1) == pytest.approx(float(f(1.3, 0.2, 0.1)), rel=1e-12)
+
+
+# ---- AvgPool reverse-mode under jit (regression) ------------------------------------------------------
+
+
+def _manual_avgpool(x, window, strides, padding):
+    """Zero-padded 2-D average pooling by explicit loops (divides by the full window size)."""
+    x = np.asarray(x)
+    pads, outs = [], []
+    for n, w, s in zip(x.shape[1:3], window, strides, strict=True):
+        if padding == "SAME":
+            out = -(-n // s)
+            total = max((out - 1) * s + w - n, 0)
+            pads.append((total // 2, total - total // 2))
+        else:
+            out = (n - w) // s + 1
+            pads.append((0, 0))
+        outs.append(out)
+    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    y = np.zeros((x.shape[0], outs[0], outs[1], x.shape[3]))
+    for i in range(outs[0]):
+        for j in range(outs[1]):
+            i0, j0 = i * strides[0], j * strides[1]
+            y[:, i, j] = xp[:, i0 : i0 + window[0], j0 : j0 + window[1]].sum(axis=(1, 2))
+    return y / (window[0] * window[1])
+
+
+@pytest.mark.parametrize(
+    "shape, strides, padding",
+    [((1, 4, 4, 2), (1, 1), "VALID"), ((1, 4, 4, 2), (2, 2), "SAME"), ((2, 5, 5, 2), (2, 2), "SAME")],
+)
+def test_avgpool_apply_fn_jit_grad(shape, strides, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape))
+    _, apply_fn, _ = L.AvgPool((2, 2), strides=strides, padding=padding)
+    y = apply_fn((), x)
+    np.testing.assert_allclose(y, _manual_avgpool(x, (2, 2), strides, padding), rtol=1e-14, atol=1e-15)
+    w = jnp.asarray(rng.normal(size=y.shape))
+
+    def f(x):
+        return jnp.sum(apply_fn((), x) * w)
+
+    g = np.asarray(jax.grad(f)(x))
+    g_jit = np.asarray(jax.jit(jax.grad(f))(x))
+    np.testing.assert_allclose(g_jit, g, rtol=1e-14, atol=1e-15)
+    # the map is linear: the gradient is the pooling's transpose applied to w; check it entry by entry
+    manual = np.zeros(shape)
+    for idx in np.ndindex(*shape):
+        e = np.zeros(shape)
+        e[idx] = 1.0
+        manual[idx] = np.sum(_manual_avgpool(e, (2, 2), strides, padding) * np.asarray(w))
+    np.testing.assert_allclose(g_jit, manual, rtol=1e-13, atol=1e-14)
+
+
+def test_avgpool_kernel_fn_jit_grad():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 4, 4, 2)))
+    for pool in (L.AvgPool((2, 2), strides=(1, 1)), L.AvgPool((2, 2), strides=(2, 2), padding="SAME")):
+        net = L.serial(L.Conv(8, (2, 2), padding="SAME"), L.Activation(D.erf_()), pool, L.Flatten(), L.Dense(1))
+
+        def f(x, net=net):
+            return jnp.sum(net.kernel_fn(x, None, "ntk"))
+
+        g = np.asarray(jax.grad(f)(x))
+        np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(f))(x)), g, rtol=1e-12, atol=1e-14)
+        eps = 1e-6
+        e = np.zeros(x.shape)
+        e[0, 1, 2, 1] = eps
+        fd = (f(x + e) - f(x - e)) / (2 * eps)
+        assert float(fd) == pytest.approx(g[0, 1, 2, 1], rel=1e-6, abs=1e-9)
+
+
+# ---- deepcopy / pickle of activation layers (regression) ----------------------------------------------
+
+
+def _bound_leaky_relu():
+    import dualact
+
+    return dualact.catalog.get("leaky_relu").bind(alpha=0.2)
+
+
+@pytest.mark.parametrize("spec", ["relu", "gelu", "x*tanh(softplus(x))", "bound"])
+def test_activation_deepcopy_and_pickle_round_trip(spec):
+    import copy
+    import pickle
+
+    act = L.Activation(_bound_leaky_relu()) if spec == "bound" else L.Activation(spec)
+    x = _x(4, 3)
+    net = L.serial(L.Dense(16, 1.4, 0.1), act, L.Dense(1, 1.2))
+    want = net.kernel_fn(x, None, ("nngp", "ntk"))
+    q = (1.0, 0.3, 2.0)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net)), copy.copy(net)):
+        dual = clone.layers[1].dual
+        got = clone.kernel_fn(x, None, ("nngp", "ntk"))
+        np.testing.assert_array_equal(got.nngp, want.nngp)
+        np.testing.assert_array_equal(got.ntk, want.ntk)
+        assert dual.name == act.dual.name and dual.defaults == act.dual.defaults
+        assert float(dual.nngp(*q)) == float(act.dual.nngp(*q))
+    d2 = pickle.loads(pickle.dumps(act.dual))
+    assert d2.name == act.dual.name and d2.method == act.dual.method and d2.path == act.dual.path
+    assert d2.defaults == act.dual.defaults
+    for fn in ("nngp", "ntk_factor"):
+        assert float(getattr(d2, fn)(*q)) == float(getattr(act.dual, fn)(*q))
+    assert float(d2.diag(1.7)) == float(act.dual.diag(1.7))
+    assert copy.deepcopy(act.dual) is act.dual

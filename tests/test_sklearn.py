@@ -93,3 +93,19 @@ def test_not_fitted_and_bad_kernel():
     X, y = _reg_data(8)
     with pytest.raises(ValueError, match="kernel"):
         NeuralKernelRegressor(activation=RELU, kernel="rbf").fit(X, y)
+
+
+def test_grid_search_cv_with_catalog_activation_architecture():
+    """Regression: an architecture holding Activation("relu") (a generated-module DualKernel) is cloned."""
+    import pickle
+
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = _reg_data(30)
+    arch = L.serial(L.Dense(64, W_std=1.3, b_std=0.1), L.Activation("relu"), L.Dense(1, W_std=1.3))
+    search = GridSearchCV(NeuralKernelRegressor(architecture=arch), {"alpha": [1e-4, 1e-2]}, cv=3)
+    search.fit(X, y)
+    assert set(search.best_params_) == {"alpha"}
+    assert np.isfinite(search.best_score_)
+    restored = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(restored.predict(X[:5]), search.best_estimator_.predict(X[:5]))

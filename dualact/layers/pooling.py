@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from dualact.layers.base import Layer
@@ -40,13 +41,19 @@ def _window_sum(x, axes, window, strides, padding):
     for a, w, s in zip(axes, window, strides, strict=True):
         dims[a], strd[a] = w, s
         pads[a] = output_size(x.shape[a], w, s, padding)[1]
-    return lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, tuple(dims), tuple(strd), tuple(pads))
+    # The init value must be a concrete (NumPy) zero: a jnp constant becomes a tracer under jit, JAX then
+    # does not recognise the sum monoid and binds the generic reduce_window, which has no transpose rule
+    # (jit(grad) fails). With a NumPy zero it binds reduce_window_sum (differentiable, and the primitive
+    # dualact.empirical's structure rules know).
+    zero = np.zeros((), dtype=x.dtype)
+    return lax.reduce_window(x, zero, lax.add, tuple(dims), tuple(strd), tuple(pads))
 
 
 class AvgPool(Layer):
     """Average pooling over spatial windows (neural-tangents semantics; ``strides=None`` means 1).
 
     >>> import jax.numpy as jnp
+import numpy as np
     >>> from dualact import layers as L
     >>> L.AvgPool((2, 2), strides=(2, 2))(jnp.ones((1, 4, 4, 3)), None, "nngp").shape
     (1, 1, 2, 2, 2, 2)

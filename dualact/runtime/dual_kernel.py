@@ -93,6 +93,24 @@ class DualKernel:
         module = load_module(derivation, name or "derived", table=table)
         return cls(module, derivation, name=name or "derived")
 
+    # ---- copying and pickling ----------------------------------------------------------------------------
+    # A DualKernel is immutable (bind returns a new one), so copies may share it. It holds its generated
+    # module, which neither deepcopy nor pickle can handle: deepcopy returns self, and pickling stores what
+    # rebuilds it — the catalog name for a catalog entry, else the derivation as JSON — plus the bound
+    # parameters. Layers holding one (Activation) can then be cloned by sklearn and pickled.
+    def __copy__(self) -> DualKernel:
+        return self
+
+    def __deepcopy__(self, memo) -> DualKernel:
+        return self
+
+    def __reduce__(self):
+        from_catalog = self.path is not None
+        return (
+            _rebuild,
+            (self.name, self.kind, from_catalog, self.derivation.to_json(), dict(self._bound)),
+        )
+
     # ---- metadata --------------------------------------------------------------------------------------
     @property
     def method(self) -> str:
@@ -268,3 +286,30 @@ class DualKernel:
         kappa = sp.sympify(T).subs({q11: 1, q22: 1}).subs(q12, rho)
         poly = sp.series(kappa, rho, 0, n).removeO()
         return np.array([float(sp.N(poly.coeff(rho, j), 30)) for j in range(n)], dtype=np.float64)
+
+
+def _rebuild(name, kind, from_catalog, derivation_json, bound) -> DualKernel:
+    """Unpickle a :class:`DualKernel` (see ``DualKernel.__reduce__``).
+
+    A catalog entry is looked up again by name, provided the catalog still holds the same derivation;
+    otherwise (or for a kernel from :func:`dualact.derive`) the module is generated from the derivation.
+    """
+    from dualact.symbolic.derivation import Derivation
+
+    derivation = Derivation.from_json(derivation_json)
+    kernel = None
+    if from_catalog:
+        try:
+            from dualact import catalog
+
+            found = catalog.get(name)
+        except Exception:  # entry gone or catalog unavailable: fall back to the derivation
+            found = None
+        if found is not None and found.derivation.content_hash() == derivation.content_hash():
+            kernel = found
+    if kernel is None:
+        from dualact.codegen.emit import load_module
+
+        module = load_module(derivation, name)
+        kernel = DualKernel(module, derivation, name=name, kind=kind)
+    return kernel.bind(**bound) if bound else kernel
