@@ -53,7 +53,6 @@ class AvgPool(Layer):
     """Average pooling over spatial windows (neural-tangents semantics; ``strides=None`` means 1).
 
     >>> import jax.numpy as jnp
-import numpy as np
     >>> from dualact import layers as L
     >>> L.AvgPool((2, 2), strides=(2, 2))(jnp.ones((1, 4, 4, 3)), None, "nngp").shape
     (1, 1, 2, 2, 2, 2)
