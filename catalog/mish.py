@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 
 from dualact.runtime import hermite_series
 from dualact.symbolic.hermite import HermiteTable
@@ -68,17 +69,15 @@ def _table():
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return x*jnp.tanh(jnp.log(jnp.exp(x) + 1))
+    return x*jnp.tanh(jnp.logaddexp(0, x))
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    t0 = jnp.exp(x)
-    t1 = t0 + 1
-    t2 = jnp.tanh(jnp.log(t1))
-    t3 = t0*x/t1
-    return -t2**2*t3 + t2 + t3
+    t0 = jnp.tanh(jnp.logaddexp(0, x))
+    t1 = x*jsp.expit(x)
+    return -t0**2*t1 + t0 + t1
 
 
 def nngp(q11, q12, q22):

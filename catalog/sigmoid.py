@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 
 from dualact.runtime import hermite_series
 from dualact.symbolic.hermite import HermiteTable
@@ -68,13 +69,13 @@ def _table():
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return 1/(1 + jnp.exp(-x))
+    return jsp.expit(x)
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    return 1/(jnp.exp(x) + 2 + jnp.exp(-x))
+    return jsp.expit(-x)*jsp.expit(x)
 
 
 def nngp(q11, q12, q22):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 
 from dualact.runtime import hermite_series
 from dualact.symbolic.hermite import HermiteTable
@@ -68,14 +69,14 @@ def _table():
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return x/(1 + jnp.exp(-x))
+    return x*jsp.expit(x)
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    t0 = jnp.exp(-x)
-    return x/(t0 + jnp.exp(x) + 2) + 1/(t0 + 1)
+    t0 = jsp.expit(x)
+    return t0*x*jsp.expit(-x) + t0
 
 
 def nngp(q11, q12, q22):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 
 from dualact.runtime import hermite_series
 from dualact.symbolic.hermite import HermiteTable
@@ -68,14 +69,13 @@ def _table():
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return jnp.log(jnp.exp(x) + 1)
+    return jnp.logaddexp(0, x)
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    t0 = jnp.exp(x)
-    return t0/(t0 + 1)
+    return jsp.expit(x)
 
 
 def nngp(q11, q12, q22):

@@ -32,7 +32,7 @@ from dualact.symbolic.derivation import Derivation
 from dualact.symbolic.symbols import q, q11, q12, q22, x
 
 from .printer import JaxCodePrinter
-from .stabilize import exact_gram, needs_custom_jvp, partials, stabilize
+from .stabilize import exact_gram, needs_custom_jvp, partials, stabilize, stabilize_pointwise
 from .template import (
     CONVENTION_AE,
     CONVENTIONS_CLOSED,
@@ -227,7 +227,7 @@ class _ClosedFormEmitter:
 
     # -- one-variable functions of x ---------------------------------------------------------------------
     def activation_fn(self, fname: str, expr, doc: str) -> None:
-        lines, (out,) = self.code.body([expr], "x", (x,))
+        lines, (out,) = self.code.body([stabilize_pointwise(expr)], "x", (x,))
         self.blocks.append(
             "\n".join(
                 [f"def {fname}(x{self.kw}):", f'    """{doc}"""', *self.require, "    (x,) = _floats(x)"]
@@ -530,7 +530,7 @@ def _pointwise_blocks(d: Derivation) -> list[str]:
         ("activation", act, "σ(x), elementwise."),
         ("derivative", der, "σ'(x), the almost-everywhere derivative."),
     ):
-        lines, (out,) = code.body([e], "x", (x,))
+        lines, (out,) = code.body([stabilize_pointwise(e)], "x", (x,))
         head = [f"def {fname}(x):", f'    """{doc}"""', "    (x,) = _floats(x)"]
         blocks.append("\n".join([*head, *lines, f"    return {out}"]))
     return blocks

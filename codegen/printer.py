@@ -2,7 +2,8 @@
 
 A subclass of :class:`sympy.printing.numpy.JaxPrinter` that writes ``jnp.`` instead of ``jax.numpy.``,
 ``jsp.erf`` instead of the stock ``math.erf`` (which breaks under ``jax.jit``), ``_num.safe_sqrt`` and
-``_num.safe_atan2`` for the stabilised atoms of :mod:`dualact.codegen.stabilize`, and plain readable Python
+``_num.safe_atan2`` for the stabilised atoms of :mod:`dualact.codegen.stabilize` (and ``jnp.logaddexp(0, u)``,
+``jsp.expit(u)`` for its overflow-free softplus and logistic), and plain readable Python
 for the rest (``1/x`` rather than ``x**(-1.0)``, ``jnp.where`` rather than ``jnp.select`` with a NaN default).
 
 >>> import sympy as sp
@@ -77,6 +78,13 @@ class JaxCodePrinter(JaxPrinter):
 
     def _print_Ei(self, expr):
         return f"jsp.expi({self._print(expr.args[0])})"
+
+    # overflow-free atoms of dualact.codegen.stabilize.stabilize_pointwise
+    def _print_log1p_exp(self, expr):
+        return f"jnp.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_logistic(self, expr):
+        return f"jsp.expit({self._print(expr.args[0])})"
 
     # ---- elementwise nonlinearities ----------------------------------------------------------------------
     def _print_Heaviside(self, expr):

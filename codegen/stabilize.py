@@ -301,3 +301,118 @@ def needs_custom_jvp(expr: sp.Expr, params: Sequence[sp.Symbol] = ()) -> bool:
     """True when ``expr`` has a square root that vanishes at ρ = ±1 (autodiff would be silently wrong)."""
     roots, _ = _safe_atoms(expr)
     return any(vanishes_on_boundary(rt.args[0], params) for rt in roots)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pointwise functions σ(x), σ'(x): overflow-free softplus and logistic
+
+
+class log1p_exp(sp.Function):  # noqa: N801 - printed name
+    """log(1 + exp(u)) without overflow (printed as ``jnp.logaddexp(0, u)``)."""
+
+    nargs = 1
+    is_real = True
+    is_positive = True
+
+    def fdiff(self, argindex=1):
+        return logistic(self.args[0])
+
+    def _eval_rewrite_as_log(self, u, **kwargs):
+        return sp.log(1 + sp.exp(u))
+
+
+class logistic(sp.Function):  # noqa: N801 - printed name
+    """1/(1 + exp(−u)) without overflow (printed as ``jsp.expit(u)``)."""
+
+    nargs = 1
+    is_real = True
+    is_positive = True
+
+    def fdiff(self, argindex=1):
+        u = self.args[0]
+        return logistic(u) * logistic(-u)
+
+    def _eval_rewrite_as_exp(self, u, **kwargs):
+        return 1 / (1 + sp.exp(-u))
+
+
+def _one_plus_exp(b: sp.Expr):
+    """u when ``b`` is 1 + exp(u), else None."""
+    if isinstance(b, sp.Add) and len(b.args) == 2 and sp.S.One in b.args:
+        (e,) = [t for t in b.args if t != sp.S.One]
+        if isinstance(e, sp.exp):
+            return e.args[0]
+    return None
+
+
+def _cosh_form(b: sp.Expr):
+    """u when ``b`` is exp(u) + 2 + exp(−u) = (1 + exp(u))(1 + exp(−u)), else None."""
+    if isinstance(b, sp.Add) and len(b.args) == 3 and sp.Integer(2) in b.args:
+        es = [t for t in b.args if t != 2]
+        if all(isinstance(t, sp.exp) for t in es) and sp.expand(es[0].args[0] + es[1].args[0]) == 0:
+            return es[0].args[0]
+    return None
+
+
+def _negative_power(f: sp.Expr):
+    """(base, k) when ``f`` is base**(−k) with k a positive integer, else None."""
+    if isinstance(f, sp.Pow) and f.exp.is_Integer and f.exp < 0:
+        return f.base, int(-f.exp)
+    return None
+
+
+def _stable(e: sp.Expr) -> sp.Expr:
+    if e.is_Atom:
+        return e
+    if isinstance(e, sp.log):
+        u = _one_plus_exp(e.args[0])
+        if u is not None:
+            return log1p_exp(_stable(u))
+    if isinstance(e, (sp.Mul, sp.Pow)):
+        factors = list(sp.Mul.make_args(e))
+        changed, out = False, []
+        for f in factors:
+            np_ = _negative_power(f)
+            u = _one_plus_exp(np_[0]) if np_ else None
+            c = _cosh_form(np_[0]) if np_ else None
+            if u is not None:
+                # exp(j·u)/(1 + exp(u))^k = logistic(u)^j·logistic(−u)^(k−j) for an exp(j·u) factor, 0 < j ≤ k
+                k, j = np_[1], 0
+                for i, g in enumerate(factors):
+                    if isinstance(g, sp.exp) and g is not f:
+                        ratio = sp.cancel(g.args[0] / u)
+                        if ratio.is_Integer and 0 < ratio <= k:
+                            j = int(ratio)
+                            factors[i] = sp.S.One
+                            break
+                su = _stable(u)
+                out.append(logistic(su) ** j * logistic(-su) ** (k - j))
+                changed = True
+            elif c is not None:
+                sc = _stable(c)
+                out.append((logistic(sc) * logistic(-sc)) ** np_[1])
+                changed = True
+            else:
+                out.append(None)
+        if changed:
+            rest = [_stable(f) for f, o in zip(factors, out, strict=True) if o is None and f != sp.S.One]
+            return sp.Mul(*rest, *[o for o in out if o is not None])
+    return e.func(*[_stable(a) for a in e.args])
+
+
+def stabilize_pointwise(expr: sp.Expr) -> sp.Expr:
+    """Rewrite σ(x)/σ'(x) so that no intermediate overflows at large |x|.
+
+    ``log(1 + exp(u))`` becomes :class:`log1p_exp` (``jnp.logaddexp(0, u)``); ``1/(1 + exp(u))^k`` and
+    ``exp(j u)/(1 + exp(u))^k`` (0 < j ≤ k) become products of :class:`logistic` (``jsp.expit``), and
+    ``1/(exp(u) + 2 + exp(−u))`` becomes logistic(u)·logistic(−u). Naively, log(1 + exp(800)) is inf and
+    exp(800)/(1 + exp(800)) is NaN; the rewritten forms are finite and accurate for every real argument.
+
+    >>> import sympy as sp
+    >>> from dualact.symbolic.symbols import x
+    >>> stabilize_pointwise(sp.log(1 + sp.exp(x))), stabilize_pointwise(sp.exp(x) / (sp.exp(x) + 1))
+    (log1p_exp(x), logistic(x))
+    """
+    if expr is None:
+        return None
+    return _stable(sp.sympify(expr))

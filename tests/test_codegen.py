@@ -296,3 +296,30 @@ def test_large_closed_form_emits_in_bounded_time_with_finite_gradients(tmp_path,
         assert all(np.isfinite(float(v)) for v in g), g
         h = jax.grad(mod.ntk_factor, argnums=(0, 1, 2))(a, c, b)
         assert not any(np.isnan(float(v)) for v in h), h
+
+
+def test_pointwise_softplus_logistic_do_not_overflow():
+    from dualact.codegen.stabilize import log1p_exp, logistic, stabilize_pointwise
+
+    sp_ = sp.log(1 + sp.exp(x))
+    mish = x * sp.tanh(sp_)
+    assert stabilize_pointwise(sp_) == log1p_exp(x)
+    assert stabilize_pointwise(sp.diff(sp_, x)) == logistic(x)
+    assert stabilize_pointwise(1 / (1 + sp.exp(-x))) == logistic(x)
+    assert stabilize_pointwise(1 / (sp.exp(x) + 2 + sp.exp(-x))) == logistic(x) * logistic(-x)
+    assert jax_code(log1p_exp(x)) == "jnp.logaddexp(0, x)" and jax_code(logistic(x)) == "jsp.expit(x)"
+    for e in (sp_, sp.diff(sp_, x), mish, sp.diff(mish, x), x / (1 + sp.exp(-x)), sp.diff(x / (1 + sp.exp(-x)), x)):
+        r = stabilize_pointwise(e)
+        assert not r.has(sp.exp), r
+        back = r.rewrite(sp.log).rewrite(sp.exp)
+        for v in (-3, sp.Rational(7, 10), sp.Rational(5, 2)):
+            assert abs(complex((e - back).subs(x, v).evalf(30))) < 1e-25
+    from dualact import catalog
+
+    for name in ("softplus", "mish", "sigmoid", "silu", "swish"):
+        mod = getattr(catalog, name)
+        big = np.asarray(mod.activation(jnp.array([800.0, -800.0])))
+        dbig = np.asarray(mod.derivative(jnp.array([800.0, -800.0])))
+        assert np.all(np.isfinite(big)) and np.all(np.isfinite(dbig)), name
+    assert float(catalog.softplus.activation(800.0)) == 800.0
+    assert float(catalog.mish.activation(800.0)) == 800.0

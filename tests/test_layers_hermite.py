@@ -220,3 +220,85 @@ def test_float32(name):
         a, b = np.asarray(getattr(k64, g)), np.asarray(getattr(k32, g))
         assert b.dtype == np.float32
         _close(b, a, 1e-4)
+
+
+# ---- large pre-activation variance: no overflow in σ, σ' (softplus/mish at q ≳ 6e3 gave inf/NaN) ----------
+@functools.cache
+def _graded_rule():
+    """Composite Gauss–Legendre nodes and weights·φ(z) on [−14, 14], graded geometrically towards z = 0, where
+    σ(√q z) varies on the scale 1/√q (plain Gauss–Hermite misses its O(1/√q) contribution there)."""
+    xi, wi = np.polynomial.legendre.leggauss(32)
+    g = np.geomspace(1e-7, 14, 300)
+    e = np.unique(np.concatenate([np.linspace(-14, 14, 281), g, -g, [0.0]]))
+    lo, hi = e[:-1, None], e[1:, None]
+    z = (0.5 * (lo + hi) + 0.5 * (hi - lo) * xi).ravel()
+    return z, ((0.5 * (hi - lo)) * wi).ravel() * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+
+
+def _ref_product(f, sa, sb):
+    """E[f(sa z) f(sb z)], z ~ N(0, 1) (ρ = 1 between variances sa², sb²)."""
+    z, w = _graded_rule()
+    return float((w * f(sa * z) * f(sb * z)).sum())
+
+
+def _np_softplus(v):
+    return np.logaddexp(0.0, v)
+
+
+def _np_dsoftplus(v):
+    return np.exp(-np.logaddexp(0.0, -v))
+
+
+def _np_mish(v):
+    return v * np.tanh(_np_softplus(v))
+
+
+def _np_dmish(v):
+    t = np.tanh(_np_softplus(v))
+    return t + v * (1 - t * t) * _np_dsoftplus(v)
+
+
+@pytest.mark.parametrize("name,f,df", [("softplus", _np_softplus, _np_dsoftplus), ("mish", _np_mish, _np_dmish)])
+def test_hermite_kernels_finite_at_large_variance(name, f, df):
+    from dualact import catalog
+
+    mod = getattr(catalog, name)
+    assert float(mod.activation(800.0)) == pytest.approx(800.0, rel=1e-12)
+    assert float(mod.derivative(800.0)) == pytest.approx(1.0, rel=1e-12)
+    assert float(mod.activation(-800.0)) == pytest.approx(0.0, abs=1e-300)
+    for q in (6e3, 1e4, 1e5):
+        s = np.sqrt(q)
+        ref, dref = _ref_product(f, s, s), _ref_product(df, s, s)
+        ref4, dref4 = _ref_product(f, s / 2, s / 2), _ref_product(df, s / 2, s / 2)
+        values = {
+            "diag": (mod.diag(q), ref),
+            "ntk_diag": (mod.ntk_diag(q), dref),
+            "nngp": (mod.nngp(q, q, q), ref),
+            "ntk_factor": (mod.ntk_factor(q, q, q), dref),
+            "nngp_rho1": (mod.nngp(q, q / 2, q / 4), _ref_product(f, s, s / 2)),
+            "ntk_rho1": (mod.ntk_factor(q, q / 2, q / 4), _ref_product(df, s, s / 2)),
+            "nngp_rho-1": (mod.nngp(q, -q / 2, q / 4), _ref_product(f, s, -s / 2)),
+            "ntk_rho-1": (mod.ntk_factor(q, -q / 2, q / 4), _ref_product(df, s, -s / 2)),
+        }
+        for key, (got, want) in values.items():
+            got = float(got)
+            assert np.isfinite(got), (name, q, key)
+            assert got == pytest.approx(want, rel=1e-3), (name, q, key)
+        # |ρ| < 1 beyond the table's s_max (normalised coefficients clamped there): finite, and within
+        # Cauchy–Schwarz and the homogeneous (relu-like) limit's few-percent clamping error
+        for rho in (0.5, -0.3):
+            t = float(mod.nngp(q, rho * np.sqrt(q * q / 4), q / 4))
+            td = float(mod.ntk_factor(q, rho * np.sqrt(q * q / 4), q / 4))
+            assert np.isfinite(t) and abs(t) <= np.sqrt(ref * ref4) * (1 + 1e-12), (name, q, rho)
+            assert np.isfinite(td) and abs(td) <= np.sqrt(dref * dref4) * (1 + 1e-12), (name, q, rho)
+
+
+def test_hermite_layer_large_inputs_finite():
+    x = np.array([[np.sqrt(6e3)], [0.5 * np.sqrt(6e3)]])
+    for act in ("softplus", "mish"):
+        for mode in ("nngp", "ntk"):
+            k = np.asarray(L.serial(L.Dense(1), L.Activation(act))(x, None, mode))
+            assert np.all(np.isfinite(k)), (act, mode)
+    net = L.fully_connected(2, act="x*tanh(softplus(x))", W_std=1.4)
+    k = np.asarray(net(np.array([[1.0, -2.0], [0.5, 3.0]]) * 1e3, None, "ntk"))
+    assert np.all(np.isfinite(k))
