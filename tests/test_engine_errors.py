@@ -98,6 +98,15 @@ def test_divergent_message_names_the_cause():
     assert "exp" in str(info.value) or "moment" in str(info.value).lower()
 
 
+@pytest.mark.parametrize("src", ["sqrt(Abs(x))", "log(Abs(x))", "Abs(x)**(1/4)"])
+def test_divergent_derivative_second_moment_is_rejected(src, cache):
+    """E[σ'(u)²] = ∞ (σ' ~ |x|^(-1/2) or 1/x at 0): the NTK factor does not exist. It used to derive, with an
+    NTK factor of 0j (Hermite) for every ρ."""
+    with pytest.raises(DivergentActivationError, match="σ'"):
+        dualact.derive(src)
+    assert _files(cache) == []
+
+
 def test_super_exponential_decay_is_not_divergence():
     """exp(−exp(x)) is bounded (σ(10⁴) underflows; mpmath would take forever to say so): accepted, quickly."""
     import time

@@ -256,3 +256,41 @@ def test_log_ndtr_against_mpmath_with_finite_gradients():
     assert np.all(np.abs(got - ref) <= 1e-15 * np.maximum(1.0, np.abs(ref)) + 1e-14)
     grad = np.asarray(jax.vmap(jax.grad(log_ndtr))(jnp.asarray(t)))
     np.testing.assert_allclose(grad, dref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("src, continuous, act0, der0", [
+    ("exp(x/3)*Heaviside(-x)", False, 0.5, 1 / 6),   # σ jumps at 0: σ(0) = ½ (H(0) = ½, as the closed forms)
+    ("x*Heaviside(x)*exp(-x)", True, 0.0, 0.5),      # σ' jumps at 0: σ'(0) = ½ (as ReLU's closed form)
+])
+def test_zero_variance_uses_the_midpoint_at_a_kink(src, continuous, act0, der0):
+    k, _ = _from_source(src, continuous)
+    zero, one = jnp.zeros(()), jnp.ones(())
+    assert float(k.nngp(zero, zero, zero)) == pytest.approx(act0**2, abs=1e-15)
+    assert float(k.diag(zero)) == pytest.approx(act0**2, abs=1e-15)
+    assert float(k.ntk_factor(zero, zero, zero)) == pytest.approx(der0**2, abs=1e-15)
+    assert float(k.ntk_diag(zero)) == pytest.approx(der0**2, abs=1e-15)
+    assert float(k.nngp(zero, zero, one)) == pytest.approx(act0 * float(k.mean(one)), abs=1e-15)
+
+
+@pytest.mark.parametrize("src, a, c, b", [
+    ("Max(x - 5, 0)", 4.0, 1.094349669895322, 0.3),   # v's kink 9σ out: the mass sits beyond z = L = 10
+    ("Max(x - 5, 0)", 0.25, 0.24, 0.25),               # σ(u) starts at z = 10
+    ("Max(x - 1/2, 0)", 1e-3, 0.9e-3, 2e-3),           # kink at z = 15.8 (values ~e^-125)
+    ("Heaviside(x - 1)*x**2", 0.01, 0.00999, 0.01),    # kink at z = 10
+])
+def test_far_tail_support_keeps_relative_accuracy(src, a, c, b):
+    """Where σ's support (or g's) starts in the far Gaussian tail the rule moves its window there, so tiny
+    kernels stay accurate relative to their diagonals (relu(x − 5) used to fail the gate and fall to a Hermite
+    series with error bound 0.33)."""
+    k, sig = _from_source(src, "Heaviside" not in src)
+    ref = dual_reference(sig, a, b, c)
+    norm = math.sqrt(dual_reference(sig, a, a, a) * dual_reference(sig, b, b, b))
+    assert norm > 0
+    assert abs(float(k.nngp(a, c, b)) - ref) <= 1e-12 * norm
+    # the closed-form diagonal (truncated-moment recurrence) keeps ~1e-10 relative this far out in the tail
+    assert float(k.diag(a)) == pytest.approx(dual_reference(sig, a, a, a), rel=1e-9)
+    # the window's ends move with the kink: ∂T/∂q11 still matches central differences
+    h = 1e-6 * a
+    fd = (float(k.nngp(a + h, c, b)) - float(k.nngp(a - h, c, b))) / (2 * h)
+    grad = float(jax.grad(k.nngp, argnums=0)(a, c, b))
+    assert grad == pytest.approx(fd, rel=1e-5, abs=1e-12 * norm / a)

@@ -39,6 +39,8 @@ __all__ = ["Kernel1D", "conditional_mean", "log_ndtr", "piecewise"]
 L = 10.0
 N_NODES = 20
 _GRID = (-L, -7.0, -5.0, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0, 3.5, 5.0, 7.0, L)
+_FAR = 4.0  # a support starting beyond z = 4 (or ending below −4) gets a window of its own in the tail
+_TAIL_SPAN = 40.0  # that window is [t, t + 40/t]: e^{−40} ≈ 4e-18 of the integrand is left out
 _LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/abs(c)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TAIL = -30.0  # below this log Φ(t) is the asymptotic series (erfc would reach the subnormal range near −37)
@@ -83,19 +85,24 @@ def _poly(coeffs, t):
 
 
 def piecewise(pieces, x):
-    """σ(x) from its pieces (each piece evaluated at x clipped into its interval: no overflow, no NaN)."""
+    """σ(x) from its pieces (each piece evaluated at x clipped into its interval: no overflow, no NaN).
+
+    Exactly at a kink the two one-sided values are averaged: the library's convention H(0) = ½ (σ(0) of a
+    step, σ'(0) of ReLU), which zero-variance inputs see (T = σ(0)·E[σ(v)] at q11 = 0).
+    """
     out = jnp.zeros_like(x)
     for lo, hi, terms in pieces:
         if not terms:
             continue
         xc = jnp.clip(x, lo, hi) if (lo is not None or hi is not None) else x
         val = sum(_poly(coeffs, xc) * (jnp.exp(beta * xc) if beta else 1.0) for beta, coeffs in terms)
-        mask = jnp.ones(x.shape, bool)
+        inside = jnp.ones(x.shape, bool)
+        edge = jnp.zeros(x.shape, bool)
         if lo is not None:
-            mask = mask & (x >= lo)
+            inside, edge = inside & (x > lo), edge | (x == lo)
         if hi is not None:
-            mask = mask & (x < hi)
-        out = out + jnp.where(mask, val, 0.0)
+            inside, edge = inside & (x < hi), edge | (x == hi)
+        out = out + jnp.where(inside, val, jnp.where(edge, 0.5 * val, 0.0))
     return out
 
 
@@ -169,9 +176,15 @@ class Kernel1D:
         return (len(_GRID) - 1 + 6 * len(self.kinks)) * self.n_nodes
 
     # -- one-dimensional closed forms ----------------------------------------------------------------------
-    def _mean_of(self, key, q):
+    def _mean_of(self, key, q, square_of=None):
+        """E[f(√q z)] for the pieces ``key``; with ``square_of`` (f = g²) the q = 0 value is g(0)², the square
+        of the averaged value at a kink (not the average of the squares)."""
         (q,) = _floats(q)
-        return _g_or_sigma(self.pieces[key], jnp.zeros_like(q), safe_sqrt(q))
+        zero = jnp.zeros_like(q)
+        value = _g_or_sigma(self.pieces[key], zero, safe_sqrt(q))
+        if square_of is None:
+            return value
+        return jnp.where(q > 0, value, jnp.square(piecewise(self.pieces[square_of], zero)))
 
     def mean(self, q):
         return self._mean_of("activation", q)
@@ -180,10 +193,10 @@ class Kernel1D:
         return self._mean_of("derivative", q)
 
     def diag(self, q):
-        return self._mean_of("activation_sq", q)
+        return self._mean_of("activation_sq", q, "activation")
 
     def ntk_diag(self, q):
-        return self._mean_of("derivative_sq", q)
+        return self._mean_of("derivative_sq", q, "derivative")
 
     def activation(self, x):
         (x,) = _floats(x)
@@ -194,18 +207,58 @@ class Kernel1D:
         return piecewise(self.pieces["derivative"], x)
 
     # -- kernels -------------------------------------------------------------------------------------------
-    def _edges(self, a, c, s, dtype):
+    def _window(self, a, c, s, support):
+        """The z-interval [zlo, zhi] of the rule for pieces supported on x ∈ ``support`` (``None``: unbounded).
+
+        The integrand φ(z)·f(a z)·g_f(c z, s) vanishes outside the support of f(a z), z ∈ [k_lo/a, k_hi/a], and
+        is negligible where g_f(c z, s) = E[f(c z + s w)] only sees f's support through a Gaussian tail:
+        there φ(z)·g_f behaves like exp(−z²/2 − (z − z*)²/(2δ²)), z* = k/c, δ = s/|c|, whose mass lies within
+        9 standard deviations of z*/(1 + δ²). Normally the rule runs over [−L, L] cut to these bounds. Where
+        the bounds put the mass in the far Gaussian tail (beyond z = 4, e.g. relu(x − 5) at small q11), the
+        integrand decays like e^{−t(z − t)} from the bound t, and the window is [t, t + 40/t] instead: no
+        truncation at z = L, so tiny values keep their relative accuracy (the normalised error compares them
+        with diagonals of the same size). Mirrored below z = −4. Ends that sit on a kink k/a keep its gradient.
+        """
+        lo_x, hi_x = support
+        inf = jnp.full_like(a, jnp.inf)
+        t_lo = -inf if lo_x is None else lo_x / a
+        t_hi = inf if hi_x is None else hi_x / a
+        c, s = jax.lax.stop_gradient(c), jax.lax.stop_gradient(s)
+        has_c = jnp.abs(c) > 0
+        safe_c = jnp.where(has_c, c, 1.0)
+        delta = s / jnp.abs(safe_c)
+        shrink, spread = 1.0 / (1.0 + delta * delta), 9.0 * delta / jnp.sqrt(1.0 + delta * delta)
+        for k, side in ((lo_x, 1.0), (hi_x, -1.0)):  # g_f is negligible below (c > 0) or above (c < 0) z* ∓ …
+            if k is None:
+                continue
+            peak = (k / safe_c) * shrink
+            bound_lo = jnp.where(has_c & (side * c > 0), peak - spread, -inf)
+            bound_hi = jnp.where(has_c & (side * c < 0), peak + spread, inf)
+            t_lo, t_hi = jnp.maximum(t_lo, bound_lo), jnp.minimum(t_hi, bound_hi)
+        far_hi = t_lo > _FAR
+        far_lo = t_hi < -_FAR
+        up = t_lo + _TAIL_SPAN / jnp.maximum(t_lo, _FAR)
+        down = t_hi - _TAIL_SPAN / jnp.maximum(-t_hi, _FAR)
+        zlo = jnp.where(far_hi, t_lo, jnp.where(far_lo, jnp.maximum(t_lo, down), jnp.maximum(t_lo, -L)))
+        zhi = jnp.where(far_lo, t_hi, jnp.where(far_hi, jnp.minimum(t_hi, up), jnp.minimum(t_hi, L)))
+        return zlo, jnp.maximum(zhi, zlo), far_hi | far_lo
+
+    def _edges(self, a, c, s, dtype, support=(None, None)):
         """Sorted panel edges (…, E) of the composite rule for one batch of (a, c, s).
 
-        Only the kink edges z = k/a carry a gradient: where σ (or σ') jumps, moving the jump with q11 adds the
-        boundary term [σ]·φ(k/a)·g(c k/a, s)·∂(k/a)/∂q11, which autodiff through the rule then includes (the
-        derivative of a Gauss–Legendre panel with respect to its end is the integrand there, to the rule's
-        accuracy). The integrand is smooth across every other edge, so their motion contributes nothing.
+        Only the kink edges z = k/a (and the window ends sitting on them) carry a gradient: where σ (or σ')
+        jumps, moving the jump with q11 adds the boundary term [σ]·φ(k/a)·g(c k/a, s)·∂(k/a)/∂q11, which
+        autodiff through the rule then includes (the derivative of a Gauss–Legendre panel with respect to its
+        end is the integrand there, to the rule's accuracy). The integrand is smooth across every other edge,
+        so their motion contributes nothing.
         """
         kink_edges = [k / a for k in self.kinks]
+        zlo, zhi, far = self._window(a, c, s, support)
         a, c, s = (jax.lax.stop_gradient(t) for t in (a, c, s))
         batch = a.shape
-        edges = [jnp.broadcast_to(jnp.asarray(e, dtype), batch) for e in _GRID]
+        # the fixed grid: cut to the window, or stretched over it when the window lies in the far tail
+        edges = [jnp.where(far, zlo + (e + L) / (2 * L) * (zhi - zlo), jnp.asarray(e, dtype) + jnp.zeros(batch, dtype))
+                 for e in _GRID]
         has_c = jnp.abs(c) > 0
         inv_c = jnp.where(has_c, 1.0 / jnp.where(has_c, c, 1.0), 0.0)
         width = _LAYER * s * jnp.abs(inv_c)
@@ -213,18 +266,20 @@ class Kernel1D:
             edges.append(kink)
             centre = jnp.where(has_c, k * inv_c, L)
             edges += [centre, centre - width, centre + width, centre - 0.25 * width, centre + 0.25 * width]
-        return jnp.sort(jnp.clip(jnp.stack(edges, -1), -L, L), axis=-1)
+        return jnp.sort(jnp.clip(jnp.stack(edges, -1), zlo[..., None], zhi[..., None]), axis=-1)
 
     def _inner(self, key):
         pieces = self.pieces[key]
         n = self.n_nodes
+        live = [(lo, hi) for lo, hi, terms in pieces if terms]
+        support = (live[0][0], live[-1][1]) if live else (None, None)
 
         def value(q11, q12, q22):
             dtype = q11.dtype
             a = jnp.sqrt(q11)
             c = q12 / a
             s = safe_sqrt(gram_det(q11, q12, q22) / q11)
-            e = self._edges(a, c, s, dtype)
+            e = self._edges(a, c, s, dtype, support)
             xi, wi = jnp.asarray(self._xi, dtype), jnp.asarray(self._wi, dtype)
 
             # one node at a time: the working set stays that of the output (no (…, nodes) arrays)

@@ -449,7 +449,7 @@ def derive(
 
     Raises:
       ActivationSyntaxError, UnknownFunctionError, NotAFunctionOfXError: bad text.
-      DivergentActivationError: E[σ(u)²] is infinite.
+      DivergentActivationError: E[σ(u)²] or E[σ'(u)²] is infinite (no NNGP, or no NTK factor).
       VerificationError: a formula failed the numerical check and no fallback was allowed.
       DerivationError: no tier applies (e.g. Hermite needs numeric parameters).
     """
@@ -460,13 +460,15 @@ def derive(
     values = dict(parsed.param_values)
     check_second_moment(sigma, values)
     check_real_valued(sigma, values)
+    deriv = ae_derivative(sigma)
+    # the NTK factor E[σ'(u)σ'(v)] needs E[σ'(u)²] < ∞ (not so for √|x| or log|x|: their Ṫ would be garbage)
+    check_second_moment(deriv, values, label="σ'")
     key = _key(sigma, parsed.params, values)
     if use_cache:
         hit = _cache_load(key) or _catalog_lookup(sigma, parsed.params, values)
         if hit is not None:
             return hit.replace(source=parsed.source)
 
-    deriv = ae_derivative(sigma)
     kinks = _kinks(sigma, deriv, values=values)
     common = {
         "source": parsed.source,

@@ -148,8 +148,10 @@ def homogeneity_degree(expr: sp.Expr) -> int | None:
     return degrees.pop()
 
 
-def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
-    """Raise DivergentActivationError if σ grows like exp(εx²) or faster (E[σ(u)²] = ∞ for large variance)."""
+def check_second_moment(expr: sp.Expr, params: dict | None = None, label: str = "σ") -> None:
+    """Raise DivergentActivationError if E[σ(u)²] = ∞: σ grows like exp(εx²) or faster, or has a
+    non-square-integrable singularity. ``label`` names the function in the message (``"σ'"`` when the
+    a.e. derivative is checked: the NTK factor needs E[σ'(u)²] < ∞)."""
     e = expr.subs({sp.Symbol(k, real=True) if isinstance(k, str) else k: v
                    for k, v in (params or {}).items() if v is not None})
     e = e.subs({s: v for s in e.free_symbols for k, v in (params or {}).items()
@@ -160,7 +162,7 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
             poly = sp.Poly(arg, x)
             if poly.degree() >= 3 or (poly.degree() == 2 and poly.LC().is_positive):
                 raise DivergentActivationError(
-                    f"E[σ(u)²] diverges for Gaussian u: {sub} grows like exp(εx²) or faster"
+                    f"E[{label}(u)²] diverges for Gaussian u: {sub} grows like exp(εx²) or faster"
                 )
     if e.free_symbols - {x}:
         return  # symbolic parameters: only the structural check above applies (values are checked at use)
@@ -168,7 +170,8 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
     for point in _singular_points(e):
         if not _square_integrable_near(f, point):
             raise DivergentActivationError(
-                f"E[σ(u)²] diverges for Gaussian u: σ = {expr} has a non-square-integrable singularity at x = {point}"
+                f"E[{label}(u)²] diverges for Gaussian u: {label} = {expr} has a non-square-integrable singularity "
+                f"at x = {point}"
             )
     with mpmath.workdps(30):
         growth = []
@@ -178,7 +181,7 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None) -> None:
     # log|σ|/x² tends to a positive constant for exp(εx²)-type growth and decays like 1/x for exp(bx)
     if growth[1] == mpmath.inf or (growth[1] > 1e-6 and growth[1] > 0.5 * growth[0]):
         raise DivergentActivationError(
-            f"E[σ(u)²] diverges for Gaussian u of large variance: σ = {expr} grows like exp(εx²) or faster"
+            f"E[{label}(u)²] diverges for Gaussian u of large variance: {label} = {expr} grows like exp(εx²) or faster"
         )
 
 
