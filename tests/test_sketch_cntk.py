@@ -59,3 +59,18 @@ def test_spatial_output_rejected():
     net = L.serial(L.Conv(1, (3, 3), padding="SAME"), L.Activation("relu"), L.Conv(1, (3, 3)))
     with pytest.raises(UnsupportedArchitectureError, match="Flatten"):
         ntk_features(net, 64, 2)(X)
+
+
+def test_pooled_features_differentiate_under_jit():
+    """Overlapping average pooling in the CNTK sketch: jit(grad) works (a traced zero as the reduce_window
+    init value gave a reduction without a transpose rule) and equals grad."""
+    arch = L.serial(L.Conv(4, (3, 3), padding="SAME"), L.Activation("relu"), L.AvgPool((2, 2), strides=(1, 1)),
+                    L.Flatten(), L.Dense(1))
+    fm = ntk_features(arch, feature_dim=64, degree=2, key=jax.random.PRNGKey(0))
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 3)))
+    params, _ = fm.init(xs.shape)
+
+    def total(v):
+        return fm.apply(params, v).sum()
+
+    np.testing.assert_allclose(jax.jit(jax.grad(total))(xs), jax.grad(total)(xs), rtol=1e-12, atol=1e-12)

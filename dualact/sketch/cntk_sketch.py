@@ -32,6 +32,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from dualact.sketch.arccos import DenseStep, Dims, FeatureState, Step
@@ -125,11 +126,12 @@ class AvgPoolStep(Step):
         strd = (1,) + self.strides + (1,)
         pads = [(0, 0)] + [_pads(x.shape[1 + d], self.window[d], self.strides[d], self.padding)[1]
                            for d in range(n_sp)] + [(0, 0)]
-        out = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, strd, pads)
+        # a concrete (NumPy) zero: JAX then uses its window sum, which reverse-mode autodiff can transpose under jit
+        out = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, dims, strd, pads)
         if not self.normalize_edges:
             return out / math.prod(self.window)
         ones = jnp.ones((1,) + x.shape[1:-1] + (1,), x.dtype)
-        return out / lax.reduce_window(ones, jnp.zeros((), x.dtype), lax.add, dims, strd, pads)
+        return out / lax.reduce_window(ones, np.zeros((), x.dtype), lax.add, dims, strd, pads)
 
     def apply(self, params, s: FeatureState, dims: Dims) -> FeatureState:
         return FeatureState(self._pool(s.phi), self._pool(s.psi), None)
