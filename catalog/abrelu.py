@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:319071d862c14f306e2e697e89f4bb4d4d17c66d5a1c355526bfc3cd97b73cd4
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:319071d862c14f306e2e697e89f4bb4d4d17c66d5a1c355526bfc3cd97b73cd4
 """
 
 from __future__ import annotations

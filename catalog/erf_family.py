@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:979e2c7596930a76d7568fa36a6f26fd7b0f11c3474927ff293ec862f4654558
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:979e2c7596930a76d7568fa36a6f26fd7b0f11c3474927ff293ec862f4654558
 """
 
 from __future__ import annotations

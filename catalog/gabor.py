@@ -158,7 +158,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:c19352291c42e8fa49e8b6295b0533dcc2eb4b51412374b7c6041852a19cf6c2
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:c19352291c42e8fa49e8b6295b0533dcc2eb4b51412374b7c6041852a19cf6c2
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:10005a4c56a0ce722656e965a15ef8389b7c64fadd92665bee4beafd5ab2ac7d
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:10005a4c56a0ce722656e965a15ef8389b7c64fadd92665bee4beafd5ab2ac7d
 """
 
 from __future__ import annotations

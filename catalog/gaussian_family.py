@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:e241776d420d8192e8e630f5c6e1aac559507545ed9167d05005eba14a21d9b4
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:e241776d420d8192e8e630f5c6e1aac559507545ed9167d05005eba14a21d9b4
 """
 
 from __future__ import annotations

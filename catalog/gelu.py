@@ -35,7 +35,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:0c0a4fbec3e210b9cae60a1e9f737b30ef1b01cb6887ef18bea9b1ea7bbba548
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:0c0a4fbec3e210b9cae60a1e9f737b30ef1b01cb6887ef18bea9b1ea7bbba548
 """
 
 from __future__ import annotations

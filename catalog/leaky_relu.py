@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:ad1ad5a12215c55a123384f95217872264d7f45f68799313763b76f940cac171
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:ad1ad5a12215c55a123384f95217872264d7f45f68799313763b76f940cac171
 """
 
 from __future__ import annotations

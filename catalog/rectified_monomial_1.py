@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:6aa5298863b4c9cb35489dd3b9bf18de874eb9a872bebfe157cabde0dbafbaaa
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:6aa5298863b4c9cb35489dd3b9bf18de874eb9a872bebfe157cabde0dbafbaaa
 """
 
 from __future__ import annotations

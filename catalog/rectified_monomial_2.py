@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:5a4b163e34d62785a55819adfbfd369d6ab0c1a1abec3b408a828f60a11b483c
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:5a4b163e34d62785a55819adfbfd369d6ab0c1a1abec3b408a828f60a11b483c
 """
 
 from __future__ import annotations

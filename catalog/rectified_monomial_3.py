@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:55a92f0fab286b5740b7c699b8a8df319a0a3180274b8fda00efa15052fcbb99
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:55a92f0fab286b5740b7c699b8a8df319a0a3180274b8fda00efa15052fcbb99
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:6fa7f65054eaa69f3563da4576339d27978d11cfed7dfcf59bba6803564fb146
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:6fa7f65054eaa69f3563da4576339d27978d11cfed7dfcf59bba6803564fb146
 """
 
 from __future__ import annotations

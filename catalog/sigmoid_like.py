@@ -44,7 +44,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 2, sympy 1.14.0, derivation sha256:f5a4556130a72be3d535f29698945a5c45bed503f0ce5cd31dd3c2791752d9ef
+Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:f5a4556130a72be3d535f29698945a5c45bed503f0ce5cd31dd3c2791752d9ef
 """
 
 from __future__ import annotations
