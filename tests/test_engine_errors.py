@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import math
 import os
 import subprocess
 import time
@@ -274,3 +275,17 @@ def test_fuzz_derive_rejects_or_parses(src, tmp_path_factory):
             with pytest.raises(DualactError):
                 derive(src)
     assert _files(cache) == []
+
+
+def test_symbolic_parameter_divergence_is_checked_at_use(cache):
+    """exp(a·x²) derived with ``a`` symbolic: a > 0 makes E[σ(u)²] infinite, which the formula (an analytic
+    continuation) hid — nngp(1, 0.3, 1, a=1) gave 1.25. Concrete values are checked; traced ones are not."""
+    import jax
+
+    k = dualact.derive("exp(a*x**2)", params={"a": None})
+    assert float(k.nngp(1.0, 0.3, 1.0, a=-0.5)) == pytest.approx(1 / math.sqrt(4 - 0.09), rel=1e-12)  # det(I+Q)^-½
+    with pytest.raises(DivergentActivationError, match="a = 1"):
+        k.nngp(1.0, 0.3, 1.0, a=1.0)
+    with pytest.raises(DivergentActivationError):
+        k.bind(a=0.25).diag(1.0)
+    assert float(jax.jit(lambda a: k.nngp(1.0, 0.3, 1.0, a=a))(-0.5)) == pytest.approx(1 / math.sqrt(3.91))

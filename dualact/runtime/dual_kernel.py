@@ -189,7 +189,40 @@ class DualKernel:
 
     def _kw(self, params: dict[str, Any]) -> dict[str, Any]:
         self._check_names(params)
-        return {**self._bound, **params}
+        kw = {**self._bound, **params}
+        self._check_convergence(kw)
+        return kw
+
+    def _check_convergence(self, kw: dict[str, Any]) -> None:
+        """Raise DivergentActivationError for parameter values that make E[σ(u)²] infinite.
+
+        The engine rejects exp(εx²)-type growth when it sees numbers; with a symbolic parameter (``exp(a*x**2)``
+        derived with ``params={"a": None}``) the formula is only the analytic continuation for a > 0 (finite
+        but wrong, or NaN), so the sign of each such quadratic coefficient is checked here whenever the values
+        are concrete numbers (not under jit tracing).
+        """
+        risky = self.__dict__.get("_quadratic_exponents")
+        if risky is None:
+            risky = _quadratic_exponents(self.derivation.activation)
+            self.__dict__["_quadratic_exponents"] = risky
+        if not risky:
+            return
+        values = {**self.defaults, **kw}
+        for coeff in risky:
+            subs = {}
+            for sym in coeff.free_symbols:
+                v = values.get(sym.name)
+                if v is None or not isinstance(v, (int, float, np.number, np.ndarray)) or np.ndim(v) != 0:
+                    break  # missing or traced: nothing to check here
+                subs[sym] = float(v)
+            else:
+                if float(coeff.subs(subs)) > 0:
+                    from dualact.errors import DivergentActivationError
+
+                    raise DivergentActivationError(
+                        f"{self.name}: E[σ(u)²] diverges for Gaussian u at these parameter values: σ grows like "
+                        f"exp(εx²) ({coeff} = {float(coeff.subs(subs)):g} > 0)"
+                    )
 
     def _numeric_params(self, params: dict[str, Any]) -> dict[str, float]:
         values = {**self.defaults, **params}
@@ -313,3 +346,21 @@ def _rebuild(name, kind, from_catalog, derivation_json, bound) -> DualKernel:
         module = load_module(derivation, name)
         kernel = DualKernel(module, derivation, name=name, kind=kind)
     return kernel.bind(**bound) if bound else kernel
+
+
+def _quadratic_exponents(activation) -> tuple:
+    """Leading coefficients A(params) of every exp(A·x² + …) in σ that depend on parameters (empty if none)."""
+    if activation is None:
+        return ()
+    import sympy as sp
+
+    from dualact.symbolic.symbols import x
+
+    out = []
+    for sub in activation.atoms(sp.exp):
+        arg = sp.expand(sub.args[0])
+        if arg.is_polynomial(x) and sp.degree(arg, x) == 2:
+            lead = sp.Poly(arg, x).LC()
+            if lead.free_symbols:
+                out.append(lead)
+    return tuple(out)
