@@ -33,8 +33,12 @@ def read_entries(registry: Path = REGISTRY) -> dict[str, dict]:
     return dict(sorted(data.get("entries", {}).items()))
 
 
-def _fmt_params(params: dict) -> str:
-    return ", ".join(p if v is None else f"{p}={v:g}" for p, v in params.items())
+_FIXED_METHODS = ("hermite", "quadrature_1d")  # tables/pieces are built at the recorded values
+
+
+def _fmt_params(params: dict, method: str | None = None) -> str:
+    text = ", ".join(p if v is None else f"{p}={v:g}" for p, v in params.items())
+    return f"{text} (fixed)" if text and method in _FIXED_METHODS else text
 
 
 def _fmt_bound(v) -> str:
@@ -51,7 +55,8 @@ def summary_rows(entries: dict[str, dict]) -> list[tuple[str, str, str, str, str
         method = METHOD_LABELS.get(rec.get("method"), rec.get("method", ""))
         if rec.get("tier"):
             method += f" ({rec['tier']})"
-        rows.append((name, expr, _fmt_params(rec.get("params") or {}), method, _fmt_bound(rec.get("error_bound"))))
+        params = _fmt_params(rec.get("params") or {}, rec.get("method"))
+        rows.append((name, expr, params, method, _fmt_bound(rec.get("error_bound"))))
     return rows
 
 
@@ -96,7 +101,7 @@ def entry_section(name: str, rec: dict) -> list[str]:
     facts = [f"**source:** `{rec.get('source', '')}`"]
     facts.append(f"**method:** {METHOD_LABELS.get(d.method, d.method)} (tier `{d.tier}`)")
     if rec.get("params"):
-        facts.append(f"**parameters:** `{_fmt_params(rec['params'])}`")
+        facts.append(f"**parameters:** `{_fmt_params(rec['params'], rec.get('method'))}`")
     if d.homogeneity is not None:
         facts.append(f"**positively homogeneous** of degree {d.homogeneity}")
     facts.append(f"**error bound:** {_fmt_bound(rec.get('error_bound'))}")

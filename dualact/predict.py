@@ -248,8 +248,9 @@ def gradient_descent_mse(
     """Mean prediction of an infinitely wide network trained by gradient flow on the MSE (zero mean at t=0).
 
     With ``Θ`` the training kernel (NTK for a fully trained network, NNGP when only the readout is trained)
-    and ``E_t = exp(−η t (Θ + ridge·I) / y_train.size)``:
-    ``f_t(x_test) = Θ(x_test, X) Θ⁻¹ (I − E_t) y`` and on the training set ``f_t(X) = (I − E_t) y``.
+    ``Θ_r = Θ + ridge·I`` and ``E_t = exp(−η t Θ_r / y_train.size)``:
+    ``f_t(x_test) = Θ(x_test, X) Θ_r⁻¹ (I − E_t) y`` and on the training set ``f_t(X) = Θ Θ_r⁻¹ (I − E_t) y``
+    (``= (I − E_t) y`` when ridge = 0).
     ``t=None`` gives the infinite-time limit (kernel ridge regression).
 
     >>> import jax.numpy as jnp
