@@ -328,3 +328,13 @@ def test_steep_erf_keeps_its_closed_form(tmp_path, monkeypatch):
     c = 0.999 * math.sqrt(q1 * q2)
     ntk = 4 * a2 / math.pi / math.sqrt((1 + 2 * a2 * q1) * (1 + 2 * a2 * q2) - 4 * a2 * a2 * c * c)
     assert float(k.ntk_factor(q1, c, q2)) == pytest.approx(ntk, rel=1e-12)
+
+
+@pytest.mark.parametrize("src", ["sign(x + 0.3)", "relu(x - 5)"])
+def test_shifted_kinks_stay_in_the_one_dimensional_tier(src, tmp_path, monkeypatch):
+    """sign(x + 0.3) failed an over-strict check of its conditional mean (a float kink at −0.3 is ~1e-17 off
+    −3/10) and relu(x − 5) failed the gate where its mass lies beyond z = 10: both fell to Hermite series
+    (error bounds 3e-5 and 0.33)."""
+    monkeypatch.setenv("DUALACT_CACHE_DIR", str(tmp_path))
+    k = dualact.derive(src)
+    assert k.method == "quadrature_1d" and k.error_bound <= 1e-12
