@@ -48,7 +48,7 @@ _TAIL_TERMS = 10  # (2k−1)!!/t^{2k} at t = −30: the 11th term is below 1e-19
 
 
 def log_ndtr(t):
-    """log Φ(t), accurate to about 1e-13 absolute (relative to |t|²/2 in the far tail) for every t.
+    """log Φ(t), accurate to about 1e-13 absolute (relative to t²/2 in the far tail) for every t.
 
     One erfc and one log where t > −30 (erfc keeps its relative accuracy in the tail), else the asymptotic
     series log Φ(t) = −t²/2 − log(−t√(2π)) + log Σ_k (−1)^k (2k−1)!!/t^{2k}. Both branches see clamped
