@@ -7,6 +7,7 @@ A generated module (a file of :mod:`dualact.catalog` or an in-memory module from
 
 from __future__ import annotations
 
+import functools
 import types
 from pathlib import Path
 from typing import Any
@@ -198,31 +199,36 @@ class DualKernel:
 
         The engine rejects exp(εx²)-type growth when it sees numbers; with a symbolic parameter (``exp(a*x**2)``
         derived with ``params={"a": None}``) the formula is only the analytic continuation for a > 0 (finite
-        but wrong, or NaN), so the sign of each such quadratic coefficient is checked here whenever the values
-        are concrete numbers (not under jit tracing).
+        but wrong, or NaN), so the engine's growth check is repeated here on the parameter-dependent
+        exponentials whenever the values are concrete numbers (not under jit tracing).
         """
-        risky = self.__dict__.get("_quadratic_exponents")
-        if risky is None:
-            risky = _quadratic_exponents(self.derivation.activation)
-            self.__dict__["_quadratic_exponents"] = risky
-        if not risky:
+        if not self._parametric_exponentials:
             return
         values = {**self.defaults, **kw}
-        for coeff in risky:
-            subs = {}
-            for sym in coeff.free_symbols:
-                v = values.get(sym.name)
-                if v is None or not isinstance(v, (int, float, np.number, np.ndarray)) or np.ndim(v) != 0:
-                    break  # missing or traced: nothing to check here
-                subs[sym] = float(v)
-            else:
-                if float(coeff.subs(subs)) > 0:
-                    from dualact.errors import DivergentActivationError
+        concrete = {k: float(v) for k, v in values.items()
+                    if isinstance(v, (int, float, np.number, np.ndarray)) and np.ndim(v) == 0}
+        from dualact.symbolic.normalize import check_exp_growth
 
-                    raise DivergentActivationError(
-                        f"{self.name}: E[σ(u)²] diverges for Gaussian u at these parameter values: σ grows like "
-                        f"exp(εx²) ({coeff} = {float(coeff.subs(subs)):g} > 0)"
-                    )
+        for sub in self._parametric_exponentials:
+            names = {s.name for s in sub.free_symbols} - {"x"}
+            if names <= set(concrete):
+                shown = ", ".join(f"{n} = {concrete[n]:g}" for n in sorted(names))
+                check_exp_growth(sub.subs({s: concrete[s.name] for s in sub.free_symbols if s.name in names}),
+                                 where=f" at {self.name}'s parameter values {shown}")
+
+    @functools.cached_property
+    def _parametric_exponentials(self) -> tuple:
+        """The exp(P(x)) atoms of σ with a quadratic P whose coefficients depend on parameters (the only ones
+        whose growth the engine could not judge; empty for most kernels)."""
+        act = self.derivation.activation
+        if act is None:
+            return ()
+        import sympy as sp
+
+        from dualact.symbolic.symbols import x
+
+        return tuple(e for e in act.atoms(sp.exp)
+                     if e.free_symbols - {x} and e.args[0].is_polynomial(x) and sp.degree(e.args[0], x) == 2)
 
     def _numeric_params(self, params: dict[str, Any]) -> dict[str, float]:
         values = {**self.defaults, **params}
@@ -346,21 +352,3 @@ def _rebuild(name, kind, from_catalog, derivation_json, bound) -> DualKernel:
         module = load_module(derivation, name)
         kernel = DualKernel(module, derivation, name=name, kind=kind)
     return kernel.bind(**bound) if bound else kernel
-
-
-def _quadratic_exponents(activation) -> tuple:
-    """Leading coefficients A(params) of every exp(A·x² + …) in σ that depend on parameters (empty if none)."""
-    if activation is None:
-        return ()
-    import sympy as sp
-
-    from dualact.symbolic.symbols import x
-
-    out = []
-    for sub in activation.atoms(sp.exp):
-        arg = sp.expand(sub.args[0])
-        if arg.is_polynomial(x) and sp.degree(arg, x) == 2:
-            lead = sp.Poly(arg, x).LC()
-            if lead.free_symbols:
-                out.append(lead)
-    return tuple(out)

@@ -207,12 +207,13 @@ class Kernel1D:
         return piecewise(self.pieces["derivative"], x)
 
     # -- kernels -------------------------------------------------------------------------------------------
-    def _window(self, a, c, s, support):
+    def _window(self, a, inv_c, delta, support):
         """The z-interval [zlo, zhi] of the rule for pieces supported on x ∈ ``support`` (``None``: unbounded).
 
         The integrand φ(z)·f(a z)·g_f(c z, s) vanishes outside the support of f(a z), z ∈ [k_lo/a, k_hi/a], and
         is negligible where g_f(c z, s) = E[f(c z + s w)] only sees f's support through a Gaussian tail:
-        there φ(z)·g_f behaves like exp(−z²/2 − (z − z*)²/(2δ²)), z* = k/c, δ = s/|c|, whose mass lies within
+        there φ(z)·g_f behaves like exp(−z²/2 − (z − z*)²/(2δ²)), z* = k/c, δ = s/|c| (``inv_c`` = 1/c, 0 when
+        c = 0, and ``delta`` without gradient), whose mass lies within
         9 standard deviations of z*/(1 + δ²). Normally the rule runs over [−L, L] cut to these bounds. Where
         the bounds put the mass in the far Gaussian tail (beyond z = 4, e.g. relu(x − 5) at small q11), the
         integrand decays like e^{−t(z − t)} from the bound t, and the window is [t, t + 40/t] instead: no
@@ -223,17 +224,13 @@ class Kernel1D:
         inf = jnp.full_like(a, jnp.inf)
         t_lo = -inf if lo_x is None else lo_x / a
         t_hi = inf if hi_x is None else hi_x / a
-        c, s = jax.lax.stop_gradient(c), jax.lax.stop_gradient(s)
-        has_c = jnp.abs(c) > 0
-        safe_c = jnp.where(has_c, c, 1.0)
-        delta = s / jnp.abs(safe_c)
         shrink, spread = 1.0 / (1.0 + delta * delta), 9.0 * delta / jnp.sqrt(1.0 + delta * delta)
         for k, side in ((lo_x, 1.0), (hi_x, -1.0)):  # g_f is negligible below (c > 0) or above (c < 0) z* ∓ …
             if k is None:
                 continue
-            peak = (k / safe_c) * shrink
-            bound_lo = jnp.where(has_c & (side * c > 0), peak - spread, -inf)
-            bound_hi = jnp.where(has_c & (side * c < 0), peak + spread, inf)
+            peak = k * inv_c * shrink
+            bound_lo = jnp.where(side * inv_c > 0, peak - spread, -inf)
+            bound_hi = jnp.where(side * inv_c < 0, peak + spread, inf)
             t_lo, t_hi = jnp.maximum(t_lo, bound_lo), jnp.minimum(t_hi, bound_hi)
         far_hi = t_lo > _FAR
         far_lo = t_hi < -_FAR
@@ -253,15 +250,16 @@ class Kernel1D:
         so their motion contributes nothing.
         """
         kink_edges = [k / a for k in self.kinks]
-        zlo, zhi, far = self._window(a, c, s, support)
-        a, c, s = (jax.lax.stop_gradient(t) for t in (a, c, s))
+        c, s = jax.lax.stop_gradient(c), jax.lax.stop_gradient(s)
+        has_c = jnp.abs(c) > 0
+        inv_c = jnp.where(has_c, 1.0 / jnp.where(has_c, c, 1.0), 0.0)
+        delta = s * jnp.abs(inv_c)  # the boundary layer's scale s/|c|
+        zlo, zhi, far = self._window(a, inv_c, delta, support)
         batch = a.shape
         # the fixed grid: cut to the window, or stretched over it when the window lies in the far tail
         edges = [jnp.where(far, zlo + (e + L) / (2 * L) * (zhi - zlo), jnp.asarray(e, dtype) + jnp.zeros(batch, dtype))
                  for e in _GRID]
-        has_c = jnp.abs(c) > 0
-        inv_c = jnp.where(has_c, 1.0 / jnp.where(has_c, c, 1.0), 0.0)
-        width = _LAYER * s * jnp.abs(inv_c)
+        width = _LAYER * delta
         for k, kink in zip(self.kinks, kink_edges, strict=True):
             edges.append(kink)
             centre = jnp.where(has_c, k * inv_c, L)

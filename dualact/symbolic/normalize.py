@@ -148,6 +148,20 @@ def homogeneity_degree(expr: sp.Expr) -> int | None:
     return degrees.pop()
 
 
+def check_exp_growth(expr: sp.Expr, label: str = "σ", where: str = "") -> None:
+    """Raise DivergentActivationError if some exp(P(x)) in ``expr`` has P of degree ≥ 3, or of degree 2 with a
+    leading coefficient known to be positive (σ² then outgrows every Gaussian). ``where`` is appended to the
+    message (e.g. the parameter values a kernel was evaluated at)."""
+    for sub in expr.atoms(sp.exp):
+        arg = sub.args[0]
+        if arg.is_polynomial(x):
+            poly = sp.Poly(arg, x)
+            if poly.degree() >= 3 or (poly.degree() == 2 and poly.LC().is_positive):
+                raise DivergentActivationError(
+                    f"E[{label}(u)²] diverges for Gaussian u{where}: {sub} grows like exp(εx²) or faster"
+                )
+
+
 def check_second_moment(expr: sp.Expr, params: dict | None = None, label: str = "σ") -> None:
     """Raise DivergentActivationError if E[σ(u)²] = ∞: σ grows like exp(εx²) or faster, or has a
     non-square-integrable singularity. ``label`` names the function in the message (``"σ'"`` when the
@@ -156,14 +170,7 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None, label: str = 
                    for k, v in (params or {}).items() if v is not None})
     e = e.subs({s: v for s in e.free_symbols for k, v in (params or {}).items()
                 if v is not None and s.name == k})
-    for sub in e.atoms(sp.exp):
-        arg = sub.args[0]
-        if arg.is_polynomial(x):
-            poly = sp.Poly(arg, x)
-            if poly.degree() >= 3 or (poly.degree() == 2 and poly.LC().is_positive):
-                raise DivergentActivationError(
-                    f"E[{label}(u)²] diverges for Gaussian u: {sub} grows like exp(εx²) or faster"
-                )
+    check_exp_growth(e, label)
     if e.free_symbols - {x}:
         return  # symbolic parameters: only the structural check above applies (values are checked at use)
     f = mpmath_function(e)
