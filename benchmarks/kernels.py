@@ -26,7 +26,8 @@ Activations come from ``dualact.catalog`` when it has them, else from the closed
 
 Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large,fc_hermite,fc_hermite_large]
 [--repeats 3] [--host-devices N]``.
-Results: ``benchmarks/results/kernels.json`` and a printed table.
+Results: ``benchmarks/results/kernels.json`` (``--results`` to choose another file; GPU runs go to
+``kernels_gpu.json``) and a printed table.
 """
 
 from __future__ import annotations
@@ -362,7 +363,9 @@ def main(argv=None):
         "--host-devices", type=int, default=1,
         help="split the CPU into N XLA host devices (the kernels shard over all devices); rows record it",
     )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to update (default %(default)s)")
     args = parser.parse_args(argv)
+    results = args.results
     if args.host_devices > 1:
         flag = f"--xla_force_host_platform_device_count={args.host_devices}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
@@ -385,11 +388,11 @@ def main(argv=None):
         "loadavg": os.getloadavg(),
         "x64": True,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(results.read_text()) if results.exists() else {}
     ran = {(r["case"], r["devices"]) for r in rows}
     old_rows = [r for r in old.get("rows", []) if (r["case"], r.get("devices", 1)) not in ran]
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": old_rows + rows}, indent=1))
+    results.write_text(json.dumps({"meta": meta, "rows": old_rows + rows}, indent=1))
     print(_table(old_rows + rows))
 
 

@@ -86,6 +86,8 @@ def test_memory_budget_switches_to_tiles_and_progress(capsys):
 def test_plan_and_cost_estimate():
     p = plan((20, 32, 32, 3), None)
     assert p.mode == "pairs" and p.group == 1  # one 32x32 pair (8 MiB per array) per step
+    p = plan((20, 32, 32, 3), None, platform="gpu")  # an accelerator: as many pairs as the 1 GiB budget allows
+    assert p.mode == "pairs" and p.group == (1 << 30) // (32**4 * 8 * 8)
     p = plan((20_000, 256), None)
     assert p.mode == "tiles" and p.tile < 20_000
     assert plan((1000, 256), None).direct

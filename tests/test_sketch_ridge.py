@@ -56,3 +56,20 @@ def test_classifier_with_feature_map():
 def test_empty_stream():
     with pytest.raises(ValueError):
         RidgeRegression(1.0).fit_stream([])
+
+
+@pytest.mark.parametrize("ridge", [2.0, None])
+def test_device_path_matches_host_path(monkeypatch, ridge):
+    """The accelerator path (Gram, eigh and solve in JAX float64) gives the host path's answer; forced on CPU."""
+    import dualact.sketch.ridge as ridge_mod
+
+    x = rng.normal(size=(300, 12))
+    labels = rng.integers(0, 3, size=300)
+    labels[-1] = 4  # a class first seen in the last batch: the targets grow while streaming
+    host = RidgeClassifier(ridge, seed=2).fit_stream(_batches(x, labels, 50))
+    monkeypatch.setattr(ridge_mod, "_on_accelerator", lambda: True)
+    dev = RidgeClassifier(ridge, seed=2).fit_stream(_batches(x, labels, 50))
+    assert dev.ridge_ == host.ridge_ and dev.n_validation_ == host.n_validation_
+    assert isinstance(dev.coef_, np.ndarray) and dev.coef_.shape == host.coef_.shape == (12, 5)
+    np.testing.assert_allclose(dev.coef_, host.coef_, rtol=1e-9, atol=1e-12)
+    assert dev.gram_trace_ == pytest.approx(host.gram_trace_, rel=1e-12)

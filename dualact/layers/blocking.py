@@ -91,6 +91,7 @@ def compute_kernel(
         memory_budget,
         block_size,
         len(devs),
+        devs[0].platform,
     )
     if p.direct:
         return layer._direct(x1, x2, get)

@@ -92,12 +92,12 @@ class Kernel:
         def cross(a, b):
             la = "abcdefgh"[:n_sp]
             lb = "stuvwxyz"[:n_sp]
-            return jnp.einsum(f"i{la}c,j{lb}c->ij{la}{lb}", a, b) / chan
+            return jnp.einsum(f"i{la}c,j{lb}c->ij{la}{lb}", a, b, precision=_EXACT) / chan
 
         def self_cov(a):
             la = "abcdefgh"[:n_sp]
             lb = "stuvwxyz"[:n_sp]
-            return jnp.einsum(f"i{la}c,i{lb}c->i{la}{lb}", a, a) / chan
+            return jnp.einsum(f"i{la}c,i{lb}c->i{la}{lb}", a, a, precision=_EXACT) / chan
 
         other = x1 if x1_is_x2 else x2
         nngp = None if mode == "self" else cross(x1, other)
@@ -191,6 +191,9 @@ class Kernel:
         """The requested entries: ``"nngp"``/``"ntk"`` (an array) or a tuple of them (a named tuple)."""
         return select(self, get)
 
+
+#: input kernels X Xᵀ / d in full precision (a GPU's default float32 matmul rounds inputs to TF32, ~1e-3)
+_EXACT = jax.lax.Precision.HIGHEST
 
 _TAPE: contextvars.ContextVar = contextvars.ContextVar("dualact_variance_tape", default=None)
 

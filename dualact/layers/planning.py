@@ -19,7 +19,8 @@ from dualact.layers.kernel import Kernel, VarianceTape, needs_ntk, select
 DEFAULT_MEMORY_BUDGET = 1 << 30
 #: arrays of the size of the kernel alive at once (nngp, ntk, activation factors, conv temporaries)
 _LIVE_ARRAYS = 8
-#: per-array size of one step of the pair loop (large fresh buffers are slow to page in on some VMs)
+#: per-array size of one step of the pair loop on a CPU (large fresh buffers are slow to page in on some VMs);
+#: accelerators take as many pairs per step as the memory budget allows, to fill the device
 _GROUP_BYTES = 8 << 20
 #: largest image kernel (entries) evaluated directly
 _DIRECT_IMAGE_ENTRIES = 1 << 22
@@ -60,8 +61,13 @@ def plan(
     memory_budget: int | None = None,
     block_size: int | None = None,
     n_devices: int = 1,
+    platform: str = "cpu",
 ) -> BlockPlan:
-    """Choose direct or piecewise evaluation and the piece sizes for a memory budget (bytes)."""
+    """Choose direct or piecewise evaluation and the piece sizes for a memory budget (bytes).
+
+    ``platform`` is the devices' JAX platform (``"cpu"``, ``"gpu"``, ``"tpu"``): on a CPU one step of the pair
+    loop is kept to a few MiB per array; on an accelerator it grows to what ``memory_budget`` allows.
+    """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     n1 = x1_shape[0]
     n2 = n1 if x2_shape is None else x2_shape[0]
@@ -83,7 +89,9 @@ def plan(
         n_tiles = r * (r + 1) // 2 if x2_shape is None else r * c
         chunk = min(_round_up(max(n1, n2), n_devices), _round_up(4 * tile, n_devices))
         return BlockPlan(False, "tiles", tile, 0, chunk, n_devices, per_pair, n_tiles)
-    group = max(1, min(_GROUP_BYTES // entry, budget // per_pair))
+    group = max(1, budget // per_pair)
+    if platform == "cpu":
+        group = max(1, min(_GROUP_BYTES // entry, group))
     piece = _PAIRS_PER_PIECE if block_size is None else int(block_size) ** 2
     piece = _round_up(max(piece, group * n_devices), group * n_devices)
     piece = min(piece, _round_up(n_pairs, group * n_devices))
@@ -181,8 +189,9 @@ def estimate_cost(
     n1 = x1_shape[0]
     n2 = n1 if x2_shape is None else x2_shape[0]
     if plan_ is None:
+        devs = resolve_devices(devices)
         plan_ = plan(
-            x1_shape, x2_shape, dtype.itemsize, memory_budget, block_size, len(resolve_devices(devices))
+            x1_shape, x2_shape, dtype.itemsize, memory_budget, block_size, len(devs), devs[0].platform
         )
     one = jax.ShapeDtypeStruct((1,) + x1_shape[1:], dtype)
     tape = jax.eval_shape(lambda x: self_pass(layer, x), one)

@@ -160,7 +160,8 @@ def _hermite_dual(x1, x2, *, sigma, degree, same):
     n2, u2 = (n1, u1) if same else _norms_and_unit(x2)
     c1 = radial_coefficients(sigma, n1, degree)
     c2 = c1 if same else radial_coefficients(sigma, n2, degree)
-    rho = jnp.clip(u1 @ u2.T, -1.0, 1.0)  # 0 where a norm is 0 (unit vector set to 0)
+    # 0 where a norm is 0 (unit vector set to 0)
+    rho = jnp.clip(jnp.matmul(u1, u2.T, precision=jax.lax.Precision.HIGHEST), -1.0, 1.0)
     cols = (c1.T[::-1], c2.T[::-1])
 
     def step(acc, c):  # Horner in ρ: acc ← acc·ρ + c_j(‖x‖) c_j(‖y‖)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 __all__ = ["NTKSketch", "relu_ntk", "relu_ntk_architecture", "ntk_sketch"]
@@ -48,7 +49,8 @@ def relu_ntk(x, y=None, depth: int = 1):
     nx = jnp.linalg.norm(x, axis=-1)
     ny = jnp.linalg.norm(y, axis=-1)
     scale = nx[:, None] * ny[None, :]
-    alpha = jnp.clip((x @ y.T) / jnp.where(scale > 0, scale, 1.0), -1.0, 1.0)
+    xy = jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
+    alpha = jnp.clip(xy / jnp.where(scale > 0, scale, 1.0), -1.0, 1.0)
     theta = alpha
     for _ in range(depth):
         theta = theta * _kappa0(alpha)

@@ -4,6 +4,8 @@ Memory is O(m² + m·outputs) for m features, independent of the number of examp
 with m = 8192 features never materialise an n×n (or n×m) matrix. When ``ridge`` is ``None`` or a sequence, the
 ridge parameter is chosen on a validation split of the *training* stream (a seeded random fraction of the
 examples, held out while accumulating, then folded back in for the final solve) — never on test data.
+On an accelerator (GPU/TPU as JAX's default backend, with float64 enabled) ΦᵀΦ, Φᵀy and the m×m eigen-
+decomposition and solve stay on the device in float64; otherwise they are NumPy float64 on the host.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -34,6 +36,28 @@ def progress_bar(iterable, total=None, desc=None, enable: bool | None = None):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _on_accelerator() -> bool:
+    """Whether the Gram accumulation and solves run on JAX's default device (an accelerator, float64 on)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.default_backend() != "cpu" and jnp.asarray(0.0).dtype == jnp.float64
+
+
+def _gram_step_fn():
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def step(A, b, phi, t, w):  # w: 1 for the training rows of the batch, 0 for held-out ones
+        phi = phi.astype(A.dtype)
+        pw = phi * w[:, None]
+        hi = jax.lax.Precision.HIGHEST
+        return A + jnp.matmul(pw.T, phi, precision=hi), b + jnp.matmul(pw.T, t, precision=hi)
+
+    return step
 
 
 def _as_2d(y):
@@ -99,6 +123,13 @@ class RidgeRegression:
         """Fit on an iterable of ``(phi, y)`` (or ``(x, y)`` with ``feature_map``) batches, in one pass."""
         rng = np.random.default_rng(self.seed)
         hold = self._several() and self.validation_fraction > 0
+        on_device = _on_accelerator()
+        if on_device:
+            import jax.numpy as xp
+
+            gram_step = _gram_step_fn()
+        else:
+            xp = np
         A = b = None
         val_phi, val_y = [], []
         n_val = n_tr = 0
@@ -108,9 +139,9 @@ class RidgeRegression:
             phi = self._features(xb)
             t = self._prepare(yb)
             if A is None:
-                A = np.zeros((phi.shape[1], phi.shape[1]))
-                b = np.zeros((phi.shape[1], t.shape[1]))
-            b = self._grow(b, t.shape[1])
+                A = xp.zeros((phi.shape[1], phi.shape[1]), np.float64)
+                b = xp.zeros((phi.shape[1], t.shape[1]), np.float64)
+            b = self._grow(b, t.shape[1], xp)
             t = self._pad_targets(t, b.shape[1])
             mask = np.zeros(len(phi), bool)
             if hold:
@@ -122,8 +153,11 @@ class RidgeRegression:
                 val_y.append(np.asarray(yb)[mask])
                 n_val += int(mask.sum())
             tr = ~mask
-            A += phi[tr].T @ phi[tr]
-            b += phi[tr].T @ t[tr]
+            if on_device:
+                A, b = gram_step(A, b, phi, t, tr.astype(np.float64))
+            else:
+                A += phi[tr].T @ phi[tr]
+                b += phi[tr].T @ t[tr]
             n_tr += int(tr.sum())
         if A is None:
             raise ValueError("fit_stream: no batches")
@@ -133,23 +167,27 @@ class RidgeRegression:
         if len(candidates) > 1 and n_val:
             vphi = np.concatenate(val_phi)
             vy = np.concatenate(val_y)
-            evals, evecs = np.linalg.eigh(A)
+            evals, evecs = xp.linalg.eigh(A)
             proj = evecs.T @ b
             for lam in candidates:
-                w = evecs @ (proj / (np.maximum(evals, 0.0) + lam)[:, None])
+                w = np.asarray(evecs @ (proj / (xp.maximum(evals, 0.0) + lam)[:, None]))
                 self.validation_scores_[lam] = self._score(vphi @ w, vy)
             self.ridge_ = max(self.validation_scores_, key=self.validation_scores_.get)
-            A = A + vphi.T @ vphi  # refit on train + validation
-            b = b + vphi.T @ self._pad_targets(self._prepare(vy), b.shape[1])
+            vt = self._pad_targets(self._prepare(vy), b.shape[1])
+            if on_device:  # refit on train + validation
+                A, b = gram_step(A, b, vphi, vt, np.ones(len(vphi)))
+            else:
+                A = A + vphi.T @ vphi
+                b = b + vphi.T @ vt
         else:
             self.ridge_ = candidates[0]
-        self.coef_ = self._solve(A, b, self.ridge_)
-        self.gram_trace_ = float(np.trace(A))
+        self.coef_ = self._solve(A, b, self.ridge_) if not on_device else self._solve_on_device(A, b, self.ridge_)
+        self.gram_trace_ = float(xp.trace(A))
         return self
 
     def _candidates(self, A) -> list[float]:
         if self.ridge is None:
-            scale = max(float(np.trace(A)) / A.shape[0], 1e-300)
+            scale = max(float(A.trace()) / A.shape[0], 1e-300)
             return [float(v) for v in scale * np.logspace(-8, 1, self.grid_size)]
         if isinstance(self.ridge, Iterable):
             return [float(v) for v in self.ridge]
@@ -165,12 +203,23 @@ class RidgeRegression:
         except np.linalg.LinAlgError:
             return np.linalg.lstsq(M, b, rcond=None)[0]
 
+    @staticmethod
+    def _solve_on_device(A, b, lam):
+        import jax.numpy as jnp
+        import jax.scipy.linalg as jsl
+
+        M = A + lam * jnp.eye(A.shape[0], dtype=A.dtype)
+        w = np.asarray(jsl.solve(M, b, assume_a="pos"))
+        if not np.isfinite(w).all():  # Cholesky failed (M not numerically positive definite)
+            w = np.asarray(jnp.linalg.lstsq(M, b)[0])
+        return w
+
     def _prepare(self, y):
         return self._targets(y)
 
     @staticmethod
-    def _grow(b, k):
-        return b if b.shape[1] >= k else np.pad(b, ((0, 0), (0, k - b.shape[1])))
+    def _grow(b, k, xp=np):
+        return b if b.shape[1] >= k else xp.pad(b, ((0, 0), (0, k - b.shape[1])))
 
     @staticmethod
     def _pad_targets(t, k):

@@ -87,7 +87,8 @@ def fwht(x):
         # radix-b Sylvester step (b ≤ 16): H_{b·h·r} = H_r ⊗ H_b ⊗ H_h applied to the middle factor
         b = min(_RADIX, d // h)
         y = x.reshape(batch + (d // (b * h), b, h))
-        x = jnp.einsum("ij,...jk->...ik", _hadamard(b, x.dtype), y).reshape(batch + (d,))
+        x = jnp.einsum("ij,...jk->...ik", _hadamard(b, x.dtype), y, precision=jax.lax.Precision.HIGHEST)
+        x = x.reshape(batch + (d,))
         h *= b
     return x
 
