@@ -85,16 +85,25 @@ class Dims:
     exact_var: bool = True
     gaussian: bool = True  # an affine layer came last (an activation may follow)
     track_ntk: bool = True
+    # lengths of the concatenated pieces phi / psi are made of (conv patches, [φ, ψ] blocks); None: one piece
+    phi_segments: tuple[int, ...] | None = None
+    psi_segments: tuple[int, ...] | None = None
+
+    def segments(self, which: str) -> tuple[int, ...]:
+        """Segment lengths of ``"phi"`` or ``"psi"`` (one segment when not recorded)."""
+        seg = getattr(self, f"{which}_segments")
+        return seg if seg is not None else (getattr(self, which),)
 
 
 # ---- linear sketches (thin adapters over the sketch primitives) -------------------------------------------
 
 
-def project_init(key, input_dim: int, output_dim: int):
-    """A random linear map R^input_dim → R^output_dim with E[⟨Sx, Sy⟩] = ⟨x, y⟩ (an SRHT)."""
+def project_init(key, input_dim: int, output_dim: int, segments=None):
+    """A random linear map R^input_dim → R^output_dim with E[⟨Sx, Sy⟩] = ⟨x, y⟩ (an SRHT; ``segments`` as in
+    :func:`~dualact.sketch.srht.srht_init`)."""
     from dualact.sketch.srht import srht_init
 
-    return srht_init(key, input_dim, output_dim)
+    return srht_init(key, input_dim, output_dim, segments=segments)
 
 
 def project_apply(params, x):
@@ -103,11 +112,11 @@ def project_apply(params, x):
     return srht_apply(params, x)
 
 
-def tensor_init(key, dim1: int, dim2: int, output_dim: int):
+def tensor_init(key, dim1: int, dim2: int, output_dim: int, segments1=None, segments2=None):
     """A sketch of a ⊗ b: E[⟨S(a, b), S(a', b')⟩] = ⟨a, a'⟩⟨b, b'⟩ (a TensorSRHT)."""
     from dualact.sketch.tensor_srht import tensor_srht_init
 
-    return tensor_srht_init(key, dim1, dim2, output_dim)
+    return tensor_srht_init(key, dim1, dim2, output_dim, segments1=segments1, segments2=segments2)
 
 
 def tensor_apply(params, a, b):
@@ -156,14 +165,18 @@ class DenseStep(Step):
 
     def init(self, key, dims: Dims, out_channels: int):
         extra = 0 if self.b is None else 1
+        bias = (1,) if extra else ()
         phi = dims.phi + extra
+        phi_seg = dims.segments("phi") + bias
+        prev = () if dims.psi is None else dims.segments("psi")
         if not dims.track_ntk:
-            psi = None
+            psi, psi_seg = None, None
         elif self.parameterization == "ntk":
-            psi = phi + (dims.psi or 0)
+            psi, psi_seg = phi + (dims.psi or 0), phi_seg + prev
         else:
-            psi = dims.phi + (dims.psi or 0) + extra
-        return None, dataclasses.replace(dims, phi=phi, psi=psi, channels=out_channels, gaussian=True)
+            psi, psi_seg = dims.phi + (dims.psi or 0) + extra, dims.segments("phi") + prev + bias
+        return None, dataclasses.replace(dims, phi=phi, psi=psi, channels=out_channels, gaussian=True,
+                                         phi_segments=phi_seg, psi_segments=psi_seg)
 
     def apply(self, params, s: FeatureState, dims: Dims) -> FeatureState:
         del params
@@ -212,6 +225,11 @@ class HomogeneousStep(Step):
     def concat_dim(self) -> int:
         return 1 + self.q * self.sketch_dim
 
+    @property
+    def _concat_segments(self) -> tuple[int, ...]:
+        """⊕_j w_j Z_j: a constant coordinate, then one sketch per degree."""
+        return (1,) + (self.sketch_dim,) * self.q
+
     def init(self, key, dims: Dims):
         from dualact.sketch.polysketch import polysketch_init
 
@@ -219,19 +237,21 @@ class HomogeneousStep(Step):
         d_in = dims.phi
         params = {}
         if d_in > 2 * self.sketch_dim:  # e.g. conv patches (|k|·d): one SRHT first, then PolySketch in R^sketch_dim
-            params["pre"] = project_init(k_pre, d_in, self.sketch_dim)
+            params["pre"] = project_init(k_pre, d_in, self.sketch_dim, dims.segments("phi"))
             d_in = self.sketch_dim
         params |= {
             "poly": polysketch_init(k_poly, d_in, self.sketch_dim, max(self.q, 1)),
-            "proj": project_init(k_proj, self.concat_dim, self.nngp_dim),
+            "proj": project_init(k_proj, self.concat_dim, self.nngp_dim, self._concat_segments),
             "w_nngp": jnp.sqrt(jnp.asarray(self.approx.kappa)),
             "w_ntk": jnp.sqrt(jnp.asarray(self.approx.kappa_prime)),
         }
         psi = None
         if dims.track_ntk and dims.psi is not None and self.has_derivative:
-            params["tensor"] = tensor_init(k_tens, dims.psi, self.concat_dim, self.ntk_dim)
+            params["tensor"] = tensor_init(k_tens, dims.psi, self.concat_dim, self.ntk_dim, dims.segments("psi"),
+                                           self._concat_segments)
             psi = self.ntk_dim
-        return params, dataclasses.replace(dims, phi=self.nngp_dim, psi=psi, gaussian=False)
+        return params, dataclasses.replace(dims, phi=self.nngp_dim, psi=psi, gaussian=False, phi_segments=None,
+                                           psi_segments=None)
 
     def _expand(self, Z, weights):
         """⊕_j w_j Z_j (degree 0: a constant coordinate)."""

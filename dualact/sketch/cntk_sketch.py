@@ -87,7 +87,8 @@ class ConvStep(Step):
             raise ValueError(f"Conv with a {len(self.filter_shape)}-D filter needs as many spatial axes")
         inner = dataclasses.replace(
             dims, phi=dims.phi * self.size, psi=None if dims.psi is None else dims.psi * self.size,
-            channels=dims.channels * self.size,
+            channels=dims.channels * self.size, phi_segments=dims.segments("phi") * self.size,
+            psi_segments=None if dims.psi is None else dims.segments("psi") * self.size,
         )
         _, out = self.dense.init(key, inner, out_channels)
         return None, dataclasses.replace(out, spatial=self._out_spatial(dims.spatial))
@@ -163,7 +164,8 @@ class FlattenStep(Step):
         p = math.prod(dims.spatial)
         return None, dataclasses.replace(
             dims, spatial=(), phi=dims.phi * p, psi=None if dims.psi is None else dims.psi * p,
-            channels=dims.channels * p, gaussian=dims.gaussian and p == 1,
+            channels=dims.channels * p, gaussian=dims.gaussian and p == 1, phi_segments=dims.segments("phi") * p,
+            psi_segments=None if dims.psi is None else dims.segments("psi") * p,
         )
 
     def apply(self, params, s: FeatureState, dims: Dims) -> FeatureState:

@@ -102,10 +102,11 @@ class FeatureMap:
                 f"the network's outputs still have spatial axes {dims.spatial}: features exist for per-input "
                 "kernels only; end the network with Flatten() or GlobalAvgPool() (and a Dense readout)"
             )
-        out_dim = dims.psi if self.kind == "ntk" else dims.phi
+        which = "psi" if self.kind == "ntk" else "phi"
+        out_dim = getattr(dims, which)
         final = None
         if out_dim is not None and out_dim > self.feature_dim:
-            final = project_init(keys[-1], out_dim, self.feature_dim)
+            final = project_init(keys[-1], out_dim, self.feature_dim, dims.segments(which))
         params = {"steps": params, "final": final}
         plan = (tuple(s for s, _ in self.steps), tuple(all_dims), self.kind, self.feature_dim)
         self._built[shape] = (params, all_dims, functools.partial(_run, plan=plan))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dualact.errors import DualactError
+from dualact.sketch.block_layout import BlockLayout, block_layout, to_blocks
 
 __all__ = ["SRHT", "SketchArgumentError", "fwht", "next_power_of_two", "srht", "srht_apply", "srht_init"]
 
@@ -106,20 +107,52 @@ def _hadamard(b: int, dtype):
 
 @dataclasses.dataclass(frozen=True)
 class SRHT:
-    """Random parameters of an SRHT (a JAX pytree; ``input_dim`` and ``sketch_dim`` are static).
+    """Random parameters of an SRHT (a JAX pytree; ``input_dim``, ``sketch_dim`` and ``layout`` are static).
 
     Attributes:
       signs: (input_dim,) random ±1 (int8), the diagonal D.
-      indices: (sketch_dim,) int32 rows of H kept, in [0, next_power_of_two(input_dim)).
+      indices: (sketch_dim,) int32 rows of H kept, in [0, padded_dim).
+      layout: ``None`` (zero padding at the end, to next_power_of_two(input_dim)) or a
+        :class:`~dualact.sketch.block_layout.BlockLayout` for inputs made of concatenated segments.
     """
 
     signs: jax.Array
     indices: jax.Array
     input_dim: int
     sketch_dim: int
+    layout: BlockLayout | None = None
+
+    @property
+    def padded_dim(self) -> int:
+        return padded_dim(self.input_dim, self.layout)
 
 
-jax.tree_util.register_dataclass(SRHT, data_fields=["signs", "indices"], meta_fields=["input_dim", "sketch_dim"])
+jax.tree_util.register_dataclass(
+    SRHT, data_fields=["signs", "indices"], meta_fields=["input_dim", "sketch_dim", "layout"]
+)
+
+
+def padded_dim(input_dim: int, layout: BlockLayout | None) -> int:
+    """Length of the zero-padded input the Hadamard matrix acts on."""
+    return next_power_of_two(input_dim) if layout is None else layout.padded_dim
+
+
+def layout_for(input_dim: int, segments, sketch_dim: int) -> BlockLayout | None:
+    """The block layout of ``segments`` (lengths summing to ``input_dim``) when it takes fewer operations to keep
+    ``sketch_dim`` rows than plain padding does; else None (plain padding)."""
+    if segments is None:
+        return None
+    segments = tuple(int(s) for s in segments)
+    if sum(segments) != input_dim:
+        raise SketchArgumentError(f"segments {segments} do not add up to input_dim={input_dim}")
+    layout = block_layout(segments)
+    if layout is None:
+        return None
+    p = next_power_of_two(input_dim)
+    plain = p * max(p.bit_length() - 1, 1) + sketch_dim  # one length-P transform, then a gather
+    b = layout.block
+    blocked = layout.used * (b * max(b.bit_length() - 1, 1) + 2 * sketch_dim)  # per-block transforms, signed sums
+    return layout if blocked < plain else None
 
 
 def random_signs(key, shape):
@@ -135,16 +168,22 @@ def random_rows(key, padded_dim: int, sketch_dim: int, batch: tuple[int, ...] = 
     return jax.random.randint(key, batch + (sketch_dim,), 0, padded_dim, dtype=jnp.int32)
 
 
-def srht_init(key, input_dim: int, sketch_dim: int) -> SRHT:
-    """Draw an SRHT from R^input_dim to R^sketch_dim."""
+def srht_init(key, input_dim: int, sketch_dim: int, *, segments=None) -> SRHT:
+    """Draw an SRHT from R^input_dim to R^sketch_dim.
+
+    ``segments``: lengths of the concatenated pieces inputs are made of (e.g. conv patches), for the faster
+    segment-aligned padding of :mod:`dualact.sketch.block_layout` (same guarantees).
+    """
     input_dim = check_dim("input_dim", input_dim)
     sketch_dim = check_dim("sketch_dim", sketch_dim)
+    layout = layout_for(input_dim, segments, sketch_dim)
     k1, k2 = jax.random.split(key)
     return SRHT(
         signs=random_signs(k1, (input_dim,)),
-        indices=random_rows(k2, next_power_of_two(input_dim), sketch_dim),
+        indices=random_rows(k2, padded_dim(input_dim, layout), sketch_dim),
         input_dim=input_dim,
         sketch_dim=sketch_dim,
+        layout=layout,
     )
 
 
@@ -158,11 +197,22 @@ def hadamard_rows(signs, x):
     return fwht(y)
 
 
+def hadamard_rows_at(signs, x, indices, layout: BlockLayout | None = None):
+    """Rows ``indices`` of H D x̃ (x̃ = x zero-padded as ``layout`` says): (..., input_dim) → (..., len(indices))."""
+    if layout is None:
+        return jnp.take(hadamard_rows(signs, x), indices, axis=-1)
+    y = fwht(to_blocks(layout, x * signs.astype(x.dtype)))  # (..., used, b): H_b on every occupied block
+    a, c = indices // layout.block, indices % layout.block
+    beta = jnp.arange(layout.used, dtype=indices.dtype)
+    sign = 1 - 2 * (jax.lax.population_count(beta[:, None] & a[None, :]) & 1)  # H_B[a_k, β], (used, m)
+    return jnp.sum(jnp.take(y, c, axis=-1) * sign.astype(x.dtype), axis=-2)
+
+
 def srht_apply(sketch: SRHT, x):
     """S x = √(1/m)·P H D x for x of shape (..., input_dim) → (..., sketch_dim)."""
     x = check_last_axis(x, sketch.input_dim)
-    hx = hadamard_rows(sketch.signs, x)
-    return jnp.take(hx, sketch.indices, axis=-1) * math.sqrt(1.0 / sketch.sketch_dim)
+    hx = hadamard_rows_at(sketch.signs, x, sketch.indices, sketch.layout)
+    return hx * math.sqrt(1.0 / sketch.sketch_dim)
 
 
 def srht(x, sketch_dim: int, *, key):

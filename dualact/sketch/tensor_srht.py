@@ -28,11 +28,13 @@ import math
 import jax
 import jax.numpy as jnp
 
+from dualact.sketch.block_layout import BlockLayout
 from dualact.sketch.srht import (
     check_dim,
     check_last_axis,
-    hadamard_rows,
-    next_power_of_two,
+    hadamard_rows_at,
+    layout_for,
+    padded_dim,
     random_rows,
     random_signs,
 )
@@ -59,33 +61,41 @@ class TensorSRHT:
     input_dim1: int
     input_dim2: int
     sketch_dim: int
+    layout1: BlockLayout | None = None
+    layout2: BlockLayout | None = None
 
 
 jax.tree_util.register_dataclass(
     TensorSRHT,
     data_fields=["signs1", "signs2", "indices1", "indices2"],
-    meta_fields=["input_dim1", "input_dim2", "sketch_dim"],
+    meta_fields=["input_dim1", "input_dim2", "sketch_dim", "layout1", "layout2"],
 )
 
 
-def tensor_srht_init(key, input_dim1: int, input_dim2: int, sketch_dim: int, *, num: int | None = None) -> TensorSRHT:
+def tensor_srht_init(key, input_dim1: int, input_dim2: int, sketch_dim: int, *, num: int | None = None,
+                     segments1=None, segments2=None) -> TensorSRHT:
     """Draw a TensorSRHT from R^{input_dim1} ⊗ R^{input_dim2} to R^{sketch_dim}.
 
     ``num``: draw that many independent sketches stacked on a leading axis (for :func:`jax.vmap`).
+    ``segments1``, ``segments2``: segment lengths of concatenated inputs, as in
+    :func:`~dualact.sketch.srht.srht_init` (segment-aligned padding; same guarantees, fewer operations).
     """
     d1 = check_dim("input_dim1", input_dim1)
     d2 = check_dim("input_dim2", input_dim2)
     m = check_dim("sketch_dim", sketch_dim)
     batch = () if num is None else (check_dim("num", num),)
+    layout1, layout2 = layout_for(d1, segments1, m), layout_for(d2, segments2, m)
     k1, k2, k3, k4 = jax.random.split(key, 4)
     return TensorSRHT(
         signs1=random_signs(k1, batch + (d1,)),
         signs2=random_signs(k2, batch + (d2,)),
-        indices1=random_rows(k3, next_power_of_two(d1), m, batch),
-        indices2=random_rows(k4, next_power_of_two(d2), m, batch),
+        indices1=random_rows(k3, padded_dim(d1, layout1), m, batch),
+        indices2=random_rows(k4, padded_dim(d2, layout2), m, batch),
         input_dim1=d1,
         input_dim2=d2,
         sketch_dim=m,
+        layout1=layout1,
+        layout2=layout2,
     )
 
 
@@ -97,8 +107,8 @@ def tensor_srht_apply(sketch: TensorSRHT, x, y):
     x = check_last_axis(x, sketch.input_dim1, "x")
     y = check_last_axis(y, sketch.input_dim2, "y")
     dtype = jnp.result_type(x, y)
-    hx = jnp.take(hadamard_rows(sketch.signs1, x.astype(dtype)), sketch.indices1, axis=-1)
-    hy = jnp.take(hadamard_rows(sketch.signs2, y.astype(dtype)), sketch.indices2, axis=-1)
+    hx = hadamard_rows_at(sketch.signs1, x.astype(dtype), sketch.indices1, sketch.layout1)
+    hy = hadamard_rows_at(sketch.signs2, y.astype(dtype), sketch.indices2, sketch.layout2)
     return hx * hy * math.sqrt(1.0 / sketch.sketch_dim)
 
 
