@@ -246,10 +246,11 @@ def main(argv=None):
     if "small" in parts or "large" in parts:  # --parts none only reprints (and re-extrapolates) a results file
         out["meta"] = meta
     if "small" in parts:
-        out["small"] = part_small(data, args, fdtype)
+        out["small"] = {**part_small(data, args, fdtype), "argv": sys.argv[1:], "jax": jax.__version__}
         results.write_text(json.dumps(out, indent=1))
     if "large" in parts:
-        out["gpu_full" if args.gpu_full else "large"] = part_large(data, args, fdtype)
+        out["gpu_full" if args.gpu_full else "large"] = {**part_large(data, args, fdtype), "argv": sys.argv[1:],
+                                                         "jax": jax.__version__}
         results.write_text(json.dumps(out, indent=1))
     print(f"\n{'part':<8} {'n_train':>8} {'n_test':>7} {'m':>6} {'accuracy':>9} {'time (s)':>9}  notes")
     if "small" in out:

@@ -9,8 +9,9 @@ The linear layers of a CNN act on per-pixel features exactly, so the cost is lin
 * :class:`FlattenStep`: concatenate the pixels and divide by √(#pixels) (the kernel's spatial-diagonal mean).
 
 The activations are the per-pixel sketches of :class:`~dualact.sketch.arccos.HomogeneousStep` (PolySketch
-input dimension = |k|·(feature dimension)). :func:`myrtle_features` builds the features of
-:func:`dualact.layers.myrtle`.
+input dimension = |k|·(feature dimension)); the steps record the segments the patch concatenations are made
+of, so those sketches use segment-aligned padding (:mod:`dualact.sketch.block_layout`).
+:func:`myrtle_features` builds the features of :func:`dualact.layers.myrtle`.
 
 >>> import jax, jax.numpy as jnp
 >>> from dualact import layers as L

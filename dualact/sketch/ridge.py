@@ -19,6 +19,7 @@ decomposition and solve stay on the device in float64; otherwise they are NumPy 
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -46,6 +47,7 @@ def _on_accelerator() -> bool:
     return jax.default_backend() != "cpu" and jnp.asarray(0.0).dtype == jnp.float64
 
 
+@functools.cache
 def _gram_step_fn():
     import jax
     import jax.numpy as jnp

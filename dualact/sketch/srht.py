@@ -10,6 +10,10 @@ replacement when m ≤ d', with replacement otherwise). Because every entry of H
 E_D[(HDx)_i (HDy)_i] = ⟨x, y⟩ for *every* row i, so E⟨Sx, Sy⟩ = ⟨x, y⟩ exactly (unbiased). Applying S costs
 O(d' log d') per input through :func:`fwht`.
 
+For inputs that are concatenations of pieces (conv patches, [φ, ψ] feature blocks) ``srht_init(...,
+segments=...)`` pads every piece to a block boundary instead of padding once at the end: the same guarantees,
+with the transform split into short per-block transforms (:mod:`dualact.sketch.block_layout`).
+
 Everything is a pure JAX function of a pytree of random parameters (jit / vmap compatible); any leading
 batch shape is allowed: x of shape (..., d) maps to (..., m).
 
