@@ -9,9 +9,9 @@
 # Steps, each under its own time limit so a slow one cannot starve the rest:
 #   1. kernels.py: Myrtle-5 CNTK of 20 images, FC depth 3 for 8 activations, tanh and SiLU;
 #   2. mnist.py part (a): exact Myrtle-5 CNTK vs the CNTK sketch (m = 8192) on up to 200/200 images;
-# (batches of 10 images: one m = 8192 feature batch of 50 needs an 80 GB buffer)
 #   3. mnist.py part (b) --gpu-full: m = 8192 on all 10k test images and as many training images as the
 #      remaining time allows (all 60k when it fits).
+# Feature batches hold 10 images: one m = 8192 batch of 50 needs an 80 GB buffer.
 # Results: benchmarks/results/{kernels,mnist}_gpu.json, copied with the logs to $OUT when it is set.
 set -u
 BUDGET=${1:?usage: gpu_suite.sh SECONDS [WHEEL_DIR]}

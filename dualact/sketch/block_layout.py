@@ -27,10 +27,11 @@ import dataclasses
 
 import jax.numpy as jnp
 
-__all__ = ["BlockLayout", "block_layout", "to_blocks"]
+__all__ = ["BlockLayout", "block_layout", "next_power_of_two", "to_blocks"]
 
 
-def _next_power_of_two(d: int) -> int:
+def next_power_of_two(d: int) -> int:
+    """The smallest power of two ≥ d (d ≥ 1); re-exported by :mod:`dualact.sketch.srht`."""
     return 1 << max(int(d) - 1, 0).bit_length()
 
 
@@ -65,7 +66,7 @@ def block_layout(segments) -> BlockLayout | None:
     segs = [int(s) for s in segments]
     if len(segs) < 2 or min(segs) < 1:
         return None
-    b = _next_power_of_two(max(segs))
+    b = next_power_of_two(max(segs))
     fill: list[int] = []
     where = [(0, 0)] * len(segs)
     for i in sorted(range(len(segs)), key=lambda i: (-segs[i], i)):
@@ -78,8 +79,8 @@ def block_layout(segments) -> BlockLayout | None:
             where[i] = (len(fill), 0)
             fill.append(segs[i])
     used = len(fill)
-    num_blocks = _next_power_of_two(used)
-    if used < 2 or num_blocks * b > _next_power_of_two(sum(segs)):
+    num_blocks = next_power_of_two(used)
+    if used < 2 or num_blocks * b > next_power_of_two(sum(segs)):
         return None
     starts = [sum(segs[:i]) for i in range(len(segs))]
     placements = tuple((starts[i], segs[i], where[i][0], where[i][1]) for i in range(len(segs)))

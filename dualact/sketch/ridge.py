@@ -47,6 +47,14 @@ def _on_accelerator() -> bool:
     return jax.default_backend() != "cpu" and jnp.asarray(0.0).dtype == jnp.float64
 
 
+def _gram_step_host(A, b, phi, t, w):
+    """Add the rows of the batch with weight 1 (training rows) to ΦᵀΦ and Φᵀy, in place (NumPy)."""
+    keep = w.astype(bool)
+    A += phi[keep].T @ phi[keep]
+    b += phi[keep].T @ t[keep]
+    return A, b
+
+
 @functools.cache
 def _gram_step_fn():
     import jax
@@ -131,7 +139,7 @@ class RidgeRegression:
 
             gram_step = _gram_step_fn()
         else:
-            xp = np
+            xp, gram_step = np, _gram_step_host
         A = b = None
         val_phi, val_y = [], []
         n_val = n_tr = 0
@@ -155,11 +163,7 @@ class RidgeRegression:
                 val_y.append(np.asarray(yb)[mask])
                 n_val += int(mask.sum())
             tr = ~mask
-            if on_device:
-                A, b = gram_step(A, b, phi, t, tr.astype(np.float64))
-            else:
-                A += phi[tr].T @ phi[tr]
-                b += phi[tr].T @ t[tr]
+            A, b = gram_step(A, b, phi, t, tr.astype(np.float64))
             n_tr += int(tr.sum())
         if A is None:
             raise ValueError("fit_stream: no batches")
@@ -176,14 +180,10 @@ class RidgeRegression:
                 self.validation_scores_[lam] = self._score(vphi @ w, vy)
             self.ridge_ = max(self.validation_scores_, key=self.validation_scores_.get)
             vt = self._pad_targets(self._prepare(vy), b.shape[1])
-            if on_device:  # refit on train + validation
-                A, b = gram_step(A, b, vphi, vt, np.ones(len(vphi)))
-            else:
-                A = A + vphi.T @ vphi
-                b = b + vphi.T @ vt
+            A, b = gram_step(A, b, vphi, vt, np.ones(len(vphi)))  # refit on train + validation
         else:
             self.ridge_ = candidates[0]
-        self.coef_ = self._solve(A, b, self.ridge_) if not on_device else self._solve_on_device(A, b, self.ridge_)
+        self.coef_ = (self._solve_on_device if on_device else self._solve)(A, b, self.ridge_)
         self.gram_trace_ = float(xp.trace(A))
         return self
 

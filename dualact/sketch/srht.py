@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dualact.errors import DualactError
-from dualact.sketch.block_layout import BlockLayout, block_layout, to_blocks
+from dualact.sketch.block_layout import BlockLayout, block_layout, next_power_of_two, to_blocks
 
 __all__ = ["SRHT", "SketchArgumentError", "fwht", "next_power_of_two", "srht", "srht_apply", "srht_init"]
 
@@ -66,11 +66,6 @@ def check_last_axis(x, dim: int, what: str = "x"):
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x
-
-
-def next_power_of_two(d: int) -> int:
-    """The smallest power of two ≥ d (d ≥ 1)."""
-    return 1 << max(int(d) - 1, 0).bit_length()
 
 
 def fwht(x):
