@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:319071d862c14f306e2e697e89f4bb4d4d17c66d5a1c355526bfc3cd97b73cd4
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:319071d862c14f306e2e697e89f4bb4d4d17c66d5a1c355526bfc3cd97b73cd4
 """
 
 from __future__ import annotations
@@ -109,14 +109,14 @@ def _ntk_mean(q, a, b):
 
 @jax.custom_jvp
 def _nngp(q11, q12, q22, a, b):
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = (1/2)*(a - b)**2/jnp.pi
     return q12*t1*_num.safe_atan2(q12, t0) + (1/4)*q12*(a + b)**2 + t0*t1
 
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22, a, b = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = a - b
     t2 = 1/jnp.pi
     t3 = (1/2)*t2
@@ -161,12 +161,12 @@ def nngp(q11, q12, q22, *, a=None, b=None):
 
 @jax.custom_jvp
 def _ntk_factor(q11, q12, q22, a, b):
-    return (1/2)*(a - b)**2*_num.safe_atan2(q12, _num.safe_sqrt(_num.gram_det(q11, q12, q22)))/jnp.pi + (1/4)*(a + b)**2
+    return (1/2)*(a - b)**2*_num.safe_atan2(q12, _num.sqrt_gram_det(q11, q12, q22))/jnp.pi + (1/4)*(a + b)**2
 
 
 def _ntk_factor_jvp(primals, tangents):
     q11, q12, q22, a, b = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
     t3 = t2*_num.safe_atan2(q12, t0)

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:d4e8e8a31847c94ff002ba2c21490e5d717aa72d5312469873f27128b0dacdcd
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:d4e8e8a31847c94ff002ba2c21490e5d717aa72d5312469873f27128b0dacdcd
 """
 
 from __future__ import annotations
@@ -93,13 +93,13 @@ def _ntk_mean(q):
 
 @jax.custom_jvp
 def _nngp(q11, q12, q22):
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     return 2*(q12*_num.safe_atan2(q12, t0) + t0)/jnp.pi
 
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22 = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = _num.safe_atan2(q12, t0)
     t2 = 1/jnp.pi
     t3 = 2*t2
@@ -126,12 +126,12 @@ def nngp(q11, q12, q22):
 
 @jax.custom_jvp
 def _ntk_factor(q11, q12, q22):
-    return 2*_num.safe_atan2(q12, _num.safe_sqrt(_num.gram_det(q11, q12, q22)))/jnp.pi
+    return 2*_num.safe_atan2(q12, _num.sqrt_gram_det(q11, q12, q22))/jnp.pi
 
 
 def _ntk_factor_jvp(primals, tangents):
     q11, q12, q22 = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = 2*t1
     t3 = 1/t0

@@ -29,7 +29,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:69acf0d90d68c997b88d23112e116003dfedf03be843fa8d877a303f1f9b54d3
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:69acf0d90d68c997b88d23112e116003dfedf03be843fa8d877a303f1f9b54d3
 """
 
 from __future__ import annotations

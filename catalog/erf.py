@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return 2*_num.safe_atan2(2*q12, _num.safe_sqrt(4*q11*q22 + 2*q11 - 4*q12**2 + 2*q22 + 1))/jnp.pi
+    return 2*_num.safe_atan2(2*q12, _num.safe_sqrt(2*q11 + 2*q22 + 4*_num.gram_det(q11, q12, q22) + 1))/jnp.pi
 
 
 def nngp(q11, q12, q22):
@@ -94,7 +94,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return 4/(jnp.pi*_num.safe_sqrt(-4*q12**2 + (2*q11 + 1)*(2*q22 + 1)))
+    return 4/(jnp.pi*_num.safe_sqrt(2*q11 + 2*q22 + 4*_num.gram_det(q11, q12, q22) + 1))
 
 
 def ntk_factor(q11, q12, q22):

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:979e2c7596930a76d7568fa36a6f26fd7b0f11c3474927ff293ec862f4654558
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:979e2c7596930a76d7568fa36a6f26fd7b0f11c3474927ff293ec862f4654558
 """
 
 from __future__ import annotations
@@ -99,8 +99,7 @@ def _ntk_mean(q, a, b, c):
 
 def _nngp(q11, q12, q22, a, b, c):
     t0 = 2*b**2
-    t1 = 4*b**4
-    return 2*a**2*_num.safe_atan2(q12*t0, _num.safe_sqrt(q11*q22*t1 + q11*t0 - q12**2*t1 + q22*t0 + 1))/jnp.pi + c**2
+    return 2*a**2*_num.safe_atan2(q12*t0, _num.safe_sqrt(4*b**4*_num.gram_det(q11, q12, q22) + q11*t0 + q22*t0 + 1))/jnp.pi + c**2
 
 
 def nngp(q11, q12, q22, *, a=None, b=None, c=None):
@@ -117,7 +116,7 @@ def nngp(q11, q12, q22, *, a=None, b=None, c=None):
 def _ntk_factor(q11, q12, q22, a, b, c):
     t0 = b**2
     t1 = 2*t0
-    return 4*a**2*t0/(jnp.pi*_num.safe_sqrt(-4*b**4*q12**2 + (q11*t1 + 1)*(q22*t1 + 1)))
+    return 4*a**2*t0/(jnp.pi*_num.safe_sqrt(4*b**4*_num.gram_det(q11, q12, q22) + q11*t1 + q22*t1 + 1))
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None, c=None):

@@ -158,7 +158,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:c19352291c42e8fa49e8b6295b0533dcc2eb4b51412374b7c6041852a19cf6c2
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:c19352291c42e8fa49e8b6295b0533dcc2eb4b51412374b7c6041852a19cf6c2
 """
 
 from __future__ import annotations
@@ -210,14 +210,12 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = 2*q22
-    t1 = 2*q11 + 1
-    t2 = 4*q12**2
-    t3 = 4*q11*q22 - t2
-    t4 = 2*q12
-    t5 = q11 + q22 + t3
-    t6 = (1/2)/(t1*(t0 + 1) - t2)
-    return (1/2)*(-jnp.exp(t6*(-t4 - t5)) + jnp.exp(t6*(t4 - t5)))/_num.safe_sqrt(t0 + t1 + t3)
+    t0 = 4*_num.gram_det(q11, q12, q22)
+    t1 = 2*q11 + 2*q22 + t0 + 1
+    t2 = 2*q12
+    t3 = q11 + q22 + t0
+    t4 = (1/2)/t1
+    return (1/2)*(-jnp.exp(t4*(-t2 - t3)) + jnp.exp(t4*(t2 - t3)))/_num.safe_sqrt(t1)
 
 
 def nngp(q11, q12, q22):
@@ -229,66 +227,58 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    t0 = 2*q22
-    t1 = 2*q11
-    t2 = t1 + 1
-    t3 = q12**2
-    t4 = 4*t3
-    t5 = q11*q22
-    t6 = 4*t5
-    t7 = -t4 + t6
-    t8 = t0 + t2 + t7
-    t9 = 1/t8
-    t10 = jnp.abs(t8)
-    t11 = 4*q12
-    t12 = -t11 - t4 + t6 - 1
-    t13 = (1/2)*_num.safe_atan2(0, t8)
-    t14 = jnp.sin(t13)
-    t15 = (1/2)*_num.safe_atan2(0, t10)
-    t16 = jnp.cos(t15)
-    t17 = (1/2)*_num.safe_atan2(0, jnp.abs(t2*(t0 + 1) - t4))
-    t18 = jnp.sin(t17)
-    t19 = -q12
-    t20 = (1/2)*q11 + q22*t1 + (1/2)*q22 - 2*t3
-    t21 = t19 + t20
-    t22 = jnp.exp(-t21*t9)
-    t23 = jnp.sin(t15)
-    t24 = jnp.cos(t17)
-    t25 = jnp.cos(t13)
-    t26 = t12*t22
-    t27 = (1/2)*t16
-    t28 = t24*t25
-    t29 = (1/2)*t23
-    t30 = t14*t18
-    t31 = 1j*t30
-    t32 = t11 + t7 - 1
-    t33 = q12 + t20
-    t34 = jnp.exp(-t33*t9)
-    t35 = t32*t34
-    t36 = 2*t9
-    t37 = t16*t36
-    t38 = q11*q12
-    t39 = q12*q22
-    t40 = q22**2
-    t41 = q11**2
-    t42 = 4*q12**4 - t0*t3 + t0*t41 - t1*t3 + t1*t40 - 8*t3*t5 + t3 + 4*t40*t41 + t5
-    t43 = q12 + t38 + t39 + t42
-    t44 = -1/t8
-    t45 = jnp.exp(t21*t44)
-    t46 = t43*t45
-    t47 = t14*t24
-    t48 = t23*t36
+    t0 = 2*q11
+    t1 = 2*q22
+    t2 = _num.gram_det(q11, q12, q22)
+    t3 = 4*t2
+    t4 = t0 + t1 + t3 + 1
+    t5 = 1/t4
+    t6 = jnp.abs(t4)
+    t7 = 4*q12
+    t8 = t3 - t7 - 1
+    t9 = (1/2)*_num.safe_atan2(0, t4)
+    t10 = jnp.cos(t9)
+    t11 = (1/2)*_num.safe_atan2(0, t6)
+    t12 = jnp.sin(t11)
+    t13 = t12**2
+    t14 = -q12
+    t15 = (1/2)*q11 + (1/2)*q22 + 2*t2
+    t16 = t14 + t15
+    t17 = jnp.exp(-t16*t5)
+    t18 = t17*t8
+    t19 = jnp.cos(t11)
+    t20 = t19**2
+    t21 = (1/2)*t10*t20
+    t22 = jnp.sin(t9)
+    t23 = (1/2)*1j*t13
+    t24 = t3 + t7 - 1
+    t25 = q12 + t15
+    t26 = jnp.exp(-t25*t5)
+    t27 = t24*t26
+    t28 = q11*q12
+    t29 = q12*q22
+    t30 = q12**2
+    t31 = q11*q22
+    t32 = q22**2
+    t33 = q11**2
+    t34 = 4*q12**4 - t0*t30 + t0*t32 - t1*t30 + t1*t33 - 8*t30*t31 + t30 + t31 + 4*t32*t33
+    t35 = q12 + t28 + t29 + t34
+    t36 = -1/t4
+    t37 = jnp.exp(t16*t36)
+    t38 = t35*t37
+    t39 = 2*t5
+    t40 = t10*t13*t39
+    t41 = t22*t38
+    t42 = 1j*t20*t39
+    t43 = t14 - t28 - t29 + t34
+    t44 = jnp.exp(t25*t36)
+    t45 = t43*t44
+    t46 = t22*t45
+    t47 = t12*t19
+    t48 = 4*t5
     t49 = t47*t48
-    t50 = t18*t25
-    t51 = t48*t50
-    t52 = 1j*t37*t46
-    t53 = 1j*t28*t48
-    t54 = t19 - t38 - t39 + t42
-    t55 = jnp.exp(t33*t44)
-    t56 = t54*t55
-    t57 = t37*t56
-    t58 = 1j*t57
-    return t9*((1/2)*t12*t14*t16*t18*t22 + (1/2)*1j*t12*t14*t16*t22*t24 + (1/2)*t12*t14*t22*t23*t24 + (1/2)*1j*t12*t16*t18*t22*t25 + (1/2)*t12*t18*t22*t23*t25 + (1/2)*1j*t12*t22*t23*t24*t25 + (1/2)*t14*t16*t18*t32*t34 + (1/2)*1j*t14*t16*t24*t32*t34 + 2*1j*t14*t18*t23*t43*t45*t9 + 2*1j*t14*t18*t23*t54*t55*t9 + (1/2)*t14*t23*t24*t32*t34 + (1/2)*1j*t16*t18*t25*t32*t34 + 2*t16*t24*t25*t43*t45*t9 + 2*t16*t24*t25*t54*t55*t9 + (1/2)*t18*t23*t25*t32*t34 + (1/2)*1j*t23*t24*t25*t32*t34 - t26*t27*t28 - t26*t29*t31 - t27*t28*t35 - t29*t31*t35 - t30*t37*t46 - t30*t57 - t46*t49 - t46*t51 - t46*t53 - t47*t52 - t47*t58 - t49*t56 - t50*t52 - t50*t58 - t51*t56 - t53*t56)/_num.safe_sqrt(t10)
+    t50 = 1j*t10*t47*t48
+    return t5*(1j*t10*t12*t17*t19*t8 + 1j*t10*t12*t19*t24*t26 + (1/2)*t10*t13*t17*t8 + (1/2)*t10*t13*t24*t26 + 2*t10*t20*t35*t37*t5 + 2*t10*t20*t43*t44*t5 + t12*t17*t19*t22*t8 + t12*t19*t22*t24*t26 + 2*1j*t13*t22*t35*t37*t5 + 2*1j*t13*t22*t43*t44*t5 + (1/2)*1j*t17*t20*t22*t8 - t18*t21 - t18*t22*t23 + (1/2)*1j*t20*t22*t24*t26 - t21*t27 - t22*t23*t27 - t38*t40 - t38*t50 - t40*t45 - t41*t42 - t41*t49 - t42*t46 - t45*t50 - t46*t49)/_num.safe_sqrt(t6)
 
 
 def ntk_factor(q11, q12, q22):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:10005a4c56a0ce722656e965a15ef8389b7c64fadd92665bee4beafd5ab2ac7d
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:10005a4c56a0ce722656e965a15ef8389b7c64fadd92665bee4beafd5ab2ac7d
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return 1/_num.safe_sqrt(-q12**2 + (q11 + 1)*(q22 + 1))
+    return 1/_num.safe_sqrt(q11 + q22 + _num.gram_det(q11, q12, q22) + 1)
 
 
 def nngp(q11, q12, q22):
@@ -93,7 +93,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return q12/_num.safe_sqrt(q11*q22 + q11 - q12**2 + q22 + 1)**3
+    return q12/_num.safe_sqrt(q11 + q22 + _num.gram_det(q11, q12, q22) + 1)**3
 
 
 def ntk_factor(q11, q12, q22):

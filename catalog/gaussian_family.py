@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:e241776d420d8192e8e630f5c6e1aac559507545ed9167d05005eba14a21d9b4
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:e241776d420d8192e8e630f5c6e1aac559507545ed9167d05005eba14a21d9b4
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _ntk_mean(q, a, b):
 
 def _nngp(q11, q12, q22, a, b):
     t0 = 2*b
-    return a**2/_num.safe_sqrt(-4*b**2*q12**2 + (-q11*t0 + 1)*(-q22*t0 + 1))
+    return a**2/_num.safe_sqrt(4*b**2*_num.gram_det(q11, q12, q22) - q11*t0 - q22*t0 + 1)
 
 
 def nngp(q11, q12, q22, *, a=None, b=None):
@@ -111,9 +111,8 @@ def nngp(q11, q12, q22, *, a=None, b=None):
 
 def _ntk_factor(q11, q12, q22, a, b):
     t0 = 2*b
-    t1 = b**2
-    t2 = 4*t1
-    return a**2*q12*t2/_num.safe_sqrt(4*q11*q22*t1 - q11*t0 - q12**2*t2 - q22*t0 + 1)**3
+    t1 = 4*b**2
+    return a**2*q12*t1/_num.safe_sqrt(-q11*t0 - q22*t0 + t1*_num.gram_det(q11, q12, q22) + 1)**3
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None):

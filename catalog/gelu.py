@@ -35,7 +35,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:0c0a4fbec3e210b9cae60a1e9f737b30ef1b01cb6887ef18bea9b1ea7bbba548
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:0c0a4fbec3e210b9cae60a1e9f737b30ef1b01cb6887ef18bea9b1ea7bbba548
 """
 
 from __future__ import annotations
@@ -88,14 +88,14 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = q12**2
-    t1 = q11*q22
-    t2 = q11 + 1
-    t3 = _num.safe_sqrt(q22 - t0 + t1 + t2)
-    t4 = (1/2)/jnp.pi
+    t0 = q11 + 1
+    t1 = _num.safe_sqrt(q22 + t0 + _num.gram_det(q11, q12, q22))
+    t2 = (1/2)/jnp.pi
+    t3 = q12**2
+    t4 = q11*q22
     t5 = q22**2
     t6 = q11**2
-    return q12*t4*_num.safe_atan2(q12, t3) + (1/4)*q12 + t4*(q11*t5 + q22*t6 - t0*t1 + t0 + t1 + t5*t6)/(t2*t3*(q22 + 1))
+    return q12*t2*_num.safe_atan2(q12, t1) + (1/4)*q12 + t2*(q11*t5 + q22*t6 - t3*t4 + t3 + t4 + t5*t6)/(t0*t1*(q22 + 1))
 
 
 def nngp(q11, q12, q22):
@@ -107,14 +107,13 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    t0 = q12**2
-    t1 = q11*q22
-    t2 = q11 + 1
-    t3 = _num.safe_sqrt(q22 - t0 + t1 + t2)
-    t4 = (1/2)/jnp.pi
-    t5 = q11**2
-    t6 = q22**2
-    return q12*t4*(-q11*t0 + q11*t6 + 4*q11 - q22*t0 + q22*t5 + 4*q22 - 2*t0 + 5*t1 + t5 + t6 + 3)/(t2*t3**3*(q22 + 1)) + t4*_num.safe_atan2(q12, t3) + 1/4
+    t0 = q11 + 1
+    t1 = _num.safe_sqrt(q22 + t0 + _num.gram_det(q11, q12, q22))
+    t2 = (1/2)/jnp.pi
+    t3 = q11**2
+    t4 = q22**2
+    t5 = q12**2
+    return q12*t2*(5*q11*q22 + q11*t4 - q11*t5 + 4*q11 + q22*t3 - q22*t5 + 4*q22 + t3 + t4 - 2*t5 + 3)/(t0*t1**3*(q22 + 1)) + t2*_num.safe_atan2(q12, t1) + 1/4
 
 
 def ntk_factor(q11, q12, q22):

@@ -29,7 +29,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:fb4f3cf306c1bbbce97f838738e60db26650e72195b72a3d175bc5a55606a130
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:fb4f3cf306c1bbbce97f838738e60db26650e72195b72a3d175bc5a55606a130
 """
 
 from __future__ import annotations

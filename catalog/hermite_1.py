@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:c75662cbc0703cbe4a6c3f5190748c1b0bf4875ce692c7f4233fbda14744e672
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:c75662cbc0703cbe4a6c3f5190748c1b0bf4875ce692c7f4233fbda14744e672
 """
 
 from __future__ import annotations

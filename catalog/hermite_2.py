@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:b907c9d9b43b321a3831c909c30bd576c9bbf62fd4737341b0d6c09a3eaab4c8
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:b907c9d9b43b321a3831c909c30bd576c9bbf62fd4737341b0d6c09a3eaab4c8
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:25960d552d0b35185dc9ab52c8b37f6356f4a941e5161a029804f9ed20adc585
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:25960d552d0b35185dc9ab52c8b37f6356f4a941e5161a029804f9ed20adc585
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:6aad8b4f9db077e080778cd6c81c37b7df0b7b8fbf983622ad75c9401e21fcab
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:6aad8b4f9db077e080778cd6c81c37b7df0b7b8fbf983622ad75c9401e21fcab
 """
 
 from __future__ import annotations

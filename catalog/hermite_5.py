@@ -34,7 +34,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:67f57358dd0f33518b654fa929e6831a4a2fa45675deb0bff33c595ec8340ec5
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:67f57358dd0f33518b654fa929e6831a4a2fa45675deb0bff33c595ec8340ec5
 """
 
 from __future__ import annotations

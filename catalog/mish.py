@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:eb748f4396f9eb4581475eef5424bd9fecf1cd194c23e975a6f1fa538c5b0a9a
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:eb748f4396f9eb4581475eef5424bd9fecf1cd194c23e975a6f1fa538c5b0a9a
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:9d3e9491609daf550ccbc9aa6dbf1d79806606cd65a3906e30bd80f385d06f75
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:9d3e9491609daf550ccbc9aa6dbf1d79806606cd65a3906e30bd80f385d06f75
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:f2bde2ecae1337902fa0ae1f84f3a905943af83ee760215a193e9f10d115ac56
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:f2bde2ecae1337902fa0ae1f84f3a905943af83ee760215a193e9f10d115ac56
 """
 
 from __future__ import annotations

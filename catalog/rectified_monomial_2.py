@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:5a4b163e34d62785a55819adfbfd369d6ab0c1a1abec3b408a828f60a11b483c
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:5a4b163e34d62785a55819adfbfd369d6ab0c1a1abec3b408a828f60a11b483c
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _nngp(q11, q12, q22):
     t0 = q11*q22
     t1 = q12**2
     t2 = 1/jnp.pi
-    t3 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t3 = _num.sqrt_gram_det(q11, q12, q22)
     return (3/2)*q12*t2*t3 + (1/4)*t0 + (1/2)*t1 + (1/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3)
 
 
@@ -106,7 +106,7 @@ def _nngp_jvp(primals, tangents):
     t0 = q11*q22
     t1 = q12**2
     t2 = 1/jnp.pi
-    t3 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t3 = _num.sqrt_gram_det(q11, q12, q22)
     t4 = t2*t3
     t5 = q12*t4
     t6 = _num.safe_atan2(q12, t3)
@@ -135,7 +135,7 @@ def nngp(q11, q12, q22):
 
 @jax.custom_jvp
 def _ntk_factor(q11, q12, q22):
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 2/jnp.pi
     return q12*t1*_num.safe_atan2(q12, t0) + q12 + t0*t1
 
@@ -143,7 +143,7 @@ def _ntk_factor(q11, q12, q22):
 def _ntk_factor_jvp(primals, tangents):
     q11, q12, q22 = primals
     t0 = 1/jnp.pi
-    t1 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t1 = _num.sqrt_gram_det(q11, q12, q22)
     t2 = t0*t1
     t3 = 2*_num.safe_atan2(q12, t1)
     value = q12*t0*t3 + q12 + 2*t2

@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:55a92f0fab286b5740b7c699b8a8df319a0a3180274b8fda00efa15052fcbb99
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:55a92f0fab286b5740b7c699b8a8df319a0a3180274b8fda00efa15052fcbb99
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _nngp(q11, q12, q22):
     t1 = q12**2
     t2 = q12*(3*t0 + 2*t1)
     t3 = 1/jnp.pi
-    t4 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t4 = _num.sqrt_gram_det(q11, q12, q22)
     return (3/2)*t2*t3*_num.safe_atan2(q12, t4) + (3/4)*t2 + (1/2)*t3*t4*(4*t0 + 11*t1)
 
 
@@ -109,7 +109,7 @@ def _nngp_jvp(primals, tangents):
     t1 = q12**2
     t2 = q12*(3*t0 + 2*t1)
     t3 = 1/jnp.pi
-    t4 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t4 = _num.sqrt_gram_det(q11, q12, q22)
     t5 = t3*t4
     t6 = (1/2)*t5
     t7 = _num.safe_atan2(q12, t4)
@@ -144,7 +144,7 @@ def _ntk_factor(q11, q12, q22):
     t0 = q11*q22
     t1 = q12**2
     t2 = 1/jnp.pi
-    t3 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t3 = _num.sqrt_gram_det(q11, q12, q22)
     return (27/2)*q12*t2*t3 + (9/4)*t0 + (9/2)*t1 + (9/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3)
 
 
@@ -153,7 +153,7 @@ def _ntk_factor_jvp(primals, tangents):
     t0 = q11*q22
     t1 = q12**2
     t2 = 1/jnp.pi
-    t3 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t3 = _num.sqrt_gram_det(q11, q12, q22)
     t4 = t2*t3
     t5 = q12*t4
     t6 = _num.safe_atan2(q12, t3)

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:6fa7f65054eaa69f3563da4576339d27978d11cfed7dfcf59bba6803564fb146
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:6fa7f65054eaa69f3563da4576339d27978d11cfed7dfcf59bba6803564fb146
 """
 
 from __future__ import annotations
@@ -93,14 +93,14 @@ def _ntk_mean(q):
 
 @jax.custom_jvp
 def _nngp(q11, q12, q22):
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = (1/2)/jnp.pi
     return q12*t1*_num.safe_atan2(q12, t0) + (1/4)*q12 + t0*t1
 
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22 = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
     t3 = _num.safe_atan2(q12, t0)
@@ -128,12 +128,12 @@ def nngp(q11, q12, q22):
 
 @jax.custom_jvp
 def _ntk_factor(q11, q12, q22):
-    return (1/2)*_num.safe_atan2(q12, _num.safe_sqrt(_num.gram_det(q11, q12, q22)))/jnp.pi + 1/4
+    return (1/2)*_num.safe_atan2(q12, _num.sqrt_gram_det(q11, q12, q22))/jnp.pi + 1/4
 
 
 def _ntk_factor_jvp(primals, tangents):
     q11, q12, q22 = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
     t3 = 1/t0

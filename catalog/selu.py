@@ -43,7 +43,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:a5984fb59eae934e61b8fa307e7c62c2c2c5deeac811b196317210008be75d0e
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:a5984fb59eae934e61b8fa307e7c62c2c2c5deeac811b196317210008be75d0e
 """
 
 from __future__ import annotations
@@ -94,14 +94,14 @@ _KERNEL = quadrature_1d.Kernel1D(PIECES, KINKS, CONTINUOUS)
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return (5253504936777402467096674926473/5000000000000000000000000000000)*jnp.maximum(0, x) + (87904967042368842997010876040615967103012290445610415488549141/50000000000000000000000000000000000000000000000000000000000000)*jnp.minimum(0, jnp.exp(x) - 1)
+    return (1.0507009873554805)*jnp.maximum(0, x) + (1.7580993408473768)*jnp.minimum(0, jnp.exp(x) - 1)
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
     t0 = jnp.exp(x)
-    return (87904967042368842997010876040615967103012290445610415488549141/50000000000000000000000000000000000000000000000000000000000000)*t0*jnp.heaviside(1 - t0, 0.5) + (5253504936777402467096674926473/5000000000000000000000000000000)*jnp.heaviside(x, 0.5)
+    return (1.7580993408473768)*t0*jnp.heaviside(1 - t0, 0.5) + (1.0507009873554805)*jnp.heaviside(x, 0.5)
 
 
 def nngp(q11, q12, q22):

@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:e1b6d4fae0fae199348a82dda3f6bbf6fcc44170dea24151ee03e6e9782e3f18
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:e1b6d4fae0fae199348a82dda3f6bbf6fcc44170dea24151ee03e6e9782e3f18
 """
 
 from __future__ import annotations

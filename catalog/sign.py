@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:c902d193d1ff76b6eb9cd1796f34bfaaca03c5dd82a4ffda167b01e2993a9a13
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:c902d193d1ff76b6eb9cd1796f34bfaaca03c5dd82a4ffda167b01e2993a9a13
 """
 
 from __future__ import annotations
@@ -93,12 +93,12 @@ def _ntk_mean(q):
 
 @jax.custom_jvp
 def _nngp(q11, q12, q22):
-    return 2*_num.safe_atan2(q12, _num.safe_sqrt(_num.gram_det(q11, q12, q22)))/jnp.pi
+    return 2*_num.safe_atan2(q12, _num.sqrt_gram_det(q11, q12, q22))/jnp.pi
 
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22 = primals
-    t0 = _num.safe_sqrt(_num.gram_det(q11, q12, q22))
+    t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = 2*t1
     t3 = 1/t0

@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:5f09c6cd769f85342dee668bc6ae64a981dd9ea71efa6780c9598c3766601d2e
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:5f09c6cd769f85342dee668bc6ae64a981dd9ea71efa6780c9598c3766601d2e
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:e95a6bbde9dc70528afe75e98ce2d25ea6ef7bb2048f1008b047ce87d6656dbf
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:e95a6bbde9dc70528afe75e98ce2d25ea6ef7bb2048f1008b047ce87d6656dbf
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:98e7de6344efbc8187d8f260099172414b6726bcc19a6293a3432ec0d2199ee6
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:98e7de6344efbc8187d8f260099172414b6726bcc19a6293a3432ec0d2199ee6
 """
 
 from __future__ import annotations

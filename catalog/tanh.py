@@ -26,7 +26,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 3, sympy 1.14.0, derivation sha256:1c8ac1c49546e01a28995cc90d4d8175664bd94007c4869f4b1960b3dce064ee
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:1c8ac1c49546e01a28995cc90d4d8175664bd94007c4869f4b1960b3dce064ee
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ class JaxCodePrinter(JaxPrinter):
             return f"_num.safe_sqrt({self._print(expr.args[0])})"
         if name == "gram_det":
             return f"_num.gram_det({', '.join(self._print(a) for a in expr.args)})"
+        if name == "sqrt_gram_det":
+            return f"_num.sqrt_gram_det({', '.join(self._print(a) for a in expr.args)})"
         if name == "safe_atan2":
             return f"_num.safe_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
         if name in _SPECIAL:
@@ -126,6 +128,17 @@ class JaxCodePrinter(JaxPrinter):
     # ---- numbers and powers ------------------------------------------------------------------------------
     def _print_Float(self, expr):
         return repr(float(expr))
+
+    def _print_Integer(self, expr):
+        # beyond 2**53 an integer literal is no longer exact in float64, and beyond int64 JAX rejects it
+        if abs(int(expr)) > 2**53:
+            return repr(float(expr))
+        return super()._print_Integer(expr)
+
+    def _print_Rational(self, expr):
+        if max(abs(int(expr.p)), int(expr.q)) > 2**53:
+            return repr(float(expr))
+        return super()._print_Rational(expr)
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args

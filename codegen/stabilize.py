@@ -59,24 +59,61 @@ class gram_det(sp.Function):  # noqa: N801 - printed name
         return (b, -2 * c, a)[argindex - 1]
 
 
+class sqrt_gram_det(sp.Function):  # noqa: N801 - printed name
+    """√(q11·q22 − q12²), clamped at 0, exactly 0 at ρ = ±1 and free of overflow for any representable
+    variances (printed as ``_num.sqrt_gram_det``; see there)."""
+
+    nargs = 3
+    is_real = True
+    is_nonnegative = True
+
+    def fdiff(self, argindex=1):
+        a, c, b = self.args
+        return (b / (2 * self), -c / self, a / (2 * self))[argindex - 1]
+
+
 _DET = q11 * q22 - q12**2
 
 
 def exact_gram(expr: sp.Expr) -> sp.Expr:
-    """Write every clamped root of a multiple of q11·q22 − q12² as ``safe_sqrt(k·gram_det(q11, q12, q22))``.
+    """Group the determinant q11·q22 − q12² wherever it occurs, so that it is exactly 0 at ρ = ±1.
+
+    * A clamped root of a constant multiple k·(q11·q22 − q12²) becomes ``√k·sqrt_gram_det(q11, q12, q22)``
+      (no product q11·q22 is formed: any representable variances).
+    * Any other polynomial sum whose q11·q22 and q12² coefficients are k and −k, in a radicand or a
+      denominator (erf, GeLU, Gaussian, Gabor kernels: (1 + 2q11)(1 + 2q22) − 4q12², ...), becomes
+      ``k·gram_det(q11, q12, q22) + rest``. Written out, XLA contracts q11·q22 − q12² into a fused
+      multiply-add whose rounding error, ~1e-16·q², swamps the rest near ρ = ±1 once q is large.
 
     Applied last, just before printing (after :func:`partials`, which needs the plain radicands).
     """
     if expr is None:
         return None
 
-    def rewrite(root):
-        ratio = sp.cancel(root.args[0] / _DET)
-        if ratio.free_symbols & {q11, q12, q22}:
-            return root
-        return safe_sqrt(ratio * gram_det(q11, q12, q22))
+    def grouped(poly_expr):
+        """``k·gram_det + rest`` if the polynomial's q11·q22 and q12² coefficients are k and −k, else None."""
+        try:
+            poly = sp.Poly(sp.expand(poly_expr), q11, q12, q22)
+        except sp.PolynomialError:
+            return None
+        k = poly.coeff_monomial(q11 * q22)
+        if k == 0 or sp.expand(k + poly.coeff_monomial(q12**2)) != 0:
+            return None
+        return k * gram_det(q11, q12, q22) + sp.expand(poly_expr - k * _DET)
 
-    return sp.sympify(expr).replace(lambda t: isinstance(t, safe_sqrt), rewrite)
+    def rewrite_root(root):
+        arg = root.args[0]
+        ratio = sp.cancel(arg / _DET)
+        if not ratio.free_symbols & {q11, q12, q22} and ratio.is_nonnegative:
+            return sp.sqrt(ratio) * sqrt_gram_det(q11, q12, q22)
+        return root
+
+    def has_det_terms(t):
+        return t.is_Add and t.has(q12) and t.has(q11) and t.has(q22) and not t.has(gram_det)
+
+    expr = sp.sympify(expr).replace(lambda t: isinstance(t, safe_sqrt), rewrite_root)
+    # any other sum containing the determinant (radicands, denominators)
+    return expr.replace(has_det_terms, lambda t: grouped(t) or t)
 
 
 def _nonnegative(e: sp.Expr) -> bool:

@@ -167,7 +167,8 @@ def test_diagonal_formula_eager(name):
 
 def test_jit_exact_at_rho_one():
     """Regression: under jax.jit XLA contracts q11*q22 - q12**2 into a fused multiply-add that is not 0 at
-    ρ = 1; the generated code uses gram_det, so ReLU's Ṫ(q, q, q) is exactly 1/2 and T(q, q, q) = q/2."""
+    ρ = 1; the generated code uses sqrt_gram_det (built on gram_det), so ReLU's Ṫ(q, q, q) is exactly 1/2
+    and T(q, q, q) = q/2."""
     k = kernel("relu")
     q = np.array([2.0**1.5, 0.1, 0.3, 1.7, 3.3, 1e-5])
     np.testing.assert_array_equal(_np(jax.jit(k.ntk_factor)(q, q, q)), 0.5)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dualact.runtime.numerics import fast_atan2, safe_atan2
+from dualact.runtime.numerics import fast_atan2, gram_det, safe_atan2, safe_sqrt, sqrt_gram_det
 
 
 def _grid(dtype):
@@ -73,3 +73,48 @@ def test_safe_atan2_keeps_its_conventions():
     assert float(gx) == pytest.approx(-y / (x * x + y * y), rel=1e-15)
     v = jnp.linspace(-3, 3, 101)
     np.testing.assert_allclose(jax.vmap(safe_atan2)(v, v[::-1] + 0.1), jnp.arctan2(v, v[::-1] + 0.1), rtol=5e-16)
+
+
+# --------------------------------------------------------------------------------------------- sqrt_gram_det
+def test_sqrt_gram_det_equals_the_plain_root_where_that_is_representable():
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(0.01, 50, 2000), rng.uniform(0.01, 50, 2000)
+    c = rng.uniform(-1, 1, 2000) * np.sqrt(a * b)
+    got = np.asarray(sqrt_gram_det(a, c, b))
+    want = np.asarray(safe_sqrt(gram_det(a, c, b)))
+    # the power-of-two scalings are exact: the same rounding as the unscaled formula
+    assert np.all(np.abs(got - want) <= 4e-16 * want + 1e-15 * np.sqrt(a * b))
+    # independent check in exact rational arithmetic
+    from fractions import Fraction
+
+    for i in range(0, 2000, 97):
+        det = Fraction(a[i]) * Fraction(b[i]) - Fraction(c[i]) ** 2
+        assert abs(got[i] - np.sqrt(float(det))) <= 1e-14 * np.sqrt(a[i] * b[i])
+
+
+@pytest.mark.parametrize("k", [-500, -250, -100, 100, 250, 500])
+def test_sqrt_gram_det_is_exactly_scale_covariant_at_extreme_variances(k):
+    """q → 4^k·q scales the root by 4^k exactly, also where q11·q22 over- or underflows (|k| ≥ 250)."""
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(0.5, 8, 500), rng.uniform(0.5, 8, 500)
+    c = rng.uniform(-1, 1, 500) * np.sqrt(a * b)
+    s = 4.0**k
+    np.testing.assert_array_equal(
+        np.asarray(sqrt_gram_det(a * s, c * s, b * s)), np.asarray(sqrt_gram_det(a, c, b)) * s
+    )
+
+
+def test_sqrt_gram_det_is_exactly_zero_at_rho_pm1_for_any_magnitude():
+    q = 10.0 ** np.arange(-300, 301, 7)
+    for a, c, b in [(q, q, q), (q, -q, q), (4 * q, 2 * q, q), (q / 4, -q / 2, q)]:
+        np.testing.assert_array_equal(np.asarray(jax.jit(sqrt_gram_det)(a, c, b)), 0.0)
+
+
+def test_sqrt_gram_det_float32_and_gradient():
+    v = sqrt_gram_det(jnp.float32(1e30), jnp.float32(3e29), jnp.float32(1e30))
+    assert v.dtype == jnp.float32 and abs(float(v) / 1e30 - np.sqrt(1 - 0.09)) < 1e-6  # q11·q22 = 1e60 overflows
+    g = jax.grad(sqrt_gram_det, argnums=(0, 1, 2))(2.0, 0.5, 3.0)
+    r = np.sqrt(2.0 * 3.0 - 0.25)
+    np.testing.assert_allclose(np.asarray(g), [3.0 / (2 * r), -0.5 / r, 2.0 / (2 * r)], rtol=1e-15)
+    # clamped at ρ = 1, as safe_sqrt: finite (zero) derivative
+    assert np.all(np.asarray(jax.grad(sqrt_gram_det, argnums=(0, 1, 2))(2.0, 2.0, 2.0)) == 0.0)

@@ -62,7 +62,7 @@ class LayerNorm(Layer):
         nngp = ntk = None
         if k.nngp is not None:
             a, b = outer_variances(v1, v2, 2)
-            inv12 = 1.0 / jnp.sqrt(a * b)
+            inv12 = 1.0 / (jnp.sqrt(a) * jnp.sqrt(b))  # √a·√b: a·b over/underflows beyond ~1e±154
             nngp = k.nngp * inv12
             ntk = None if k.ntk is None else k.ntk * inv12
 
@@ -70,7 +70,7 @@ class LayerNorm(Layer):
             if cov is None:
                 return None
             p, q = outer_variances(v, v, 1)
-            return cov / jnp.sqrt(p * q) if k.n_spatial else cov / v
+            return cov / (jnp.sqrt(p) * jnp.sqrt(q)) if k.n_spatial else cov / v
 
         cov1 = self_norm(k.cov1, v1)
         cov2 = self_norm(k.cov2, v2)

@@ -226,7 +226,8 @@ def _clamp(v, lo, hi):
 def _correlation(q11, q12, q22):
     """(zero, ρ): which entries have a zero variance, and ρ = q12/√(q11 q22) clipped to [−1, 1] (0 there)."""
     zero = (q11 <= 0) | (q22 <= 0)
-    denom = jnp.sqrt(jnp.where(zero, 1.0, q11 * q22))
+    # √q11·√q22, not √(q11·q22): the product over- or underflows for variances beyond ~1e±154
+    denom = jnp.sqrt(jnp.where(zero, 1.0, q11)) * jnp.sqrt(jnp.where(zero, 1.0, q22))
     return zero, _clamp(jnp.where(zero, 0.0, q12 / denom), -1.0, 1.0)
 
 
@@ -250,9 +251,9 @@ def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range):
     prod = ca * cb
     J = prod.shape[-1]
     sign = jnp.asarray((-1.0) ** np.arange(J), dtype)
-    N2 = Eaa * Ebb
-    good = (~zero) & (N2 > 0)
-    N = jnp.sqrt(jnp.where(good, N2, 1.0))
+    N = _safe_sqrt(Eaa) * _safe_sqrt(Ebb)  # √(Eaa·Ebb) without over- or underflow of the product
+    good = (~zero) & (N > 0)
+    N = jnp.where(good, N, 1.0)
     S = _horner(prod, rho)
     Rp = Pp / N - jnp.sum(prod, -1)
     Rm = Pm / N - jnp.sum(prod * sign, -1)
@@ -384,9 +385,9 @@ def _matrix_jit(cheb, small, q1, q12, q2, *, fn, kinks, t_range, rtol):
     J = ca.shape[-1]
     za = (q1 <= 0)[..., :, None]
     zero, rho = _correlation(q1[..., :, None], q12, q2[..., None, :])
-    N2 = Ea[..., :, None] * Eb[..., None, :]
-    good = (~zero) & (N2 > 0)
-    N = jnp.sqrt(jnp.where(good, N2, 1.0))
+    N = _safe_sqrt(Ea)[..., :, None] * _safe_sqrt(Eb)[..., None, :]  # √(Ea·Eb), no over/underflow
+    good = (~zero) & (N > 0)
+    N = jnp.where(good, N, 1.0)
     n_terms = _terms_needed(ca, cb, tol)
     S = _outer_horner(ca, cb, rho, n_terms)
     # endpoint correction: normalised size ≤ 4|ρ|^J, skipped when that is below tolerance everywhere

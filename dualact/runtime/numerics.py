@@ -49,6 +49,50 @@ def gram_det(q11, q12, q22):
     return (s - q12) * (s + q12)
 
 
+def _power_of_two(n, dtype):
+    """2**n as ``dtype`` from its bit pattern (exact; n an int32 array within the normal exponent range)."""
+    if np.dtype(dtype) == np.float64:
+        bits = (n.astype(jnp.int64) + 1023) << 52
+        return jax.lax.bitcast_convert_type(bits, jnp.float64)
+    bits = (n.astype(jnp.int32) + 127) << 23
+    return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(dtype)
+
+
+@jax.custom_jvp
+def sqrt_gram_det(q11, q12, q22):
+    """√max(q11·q22 − q12², 0) for variances of any magnitude the dtype can hold, exactly 0 at ρ = ±1.
+
+    :func:`gram_det` forms q11·q22, which overflows for variances above ~1e154 (float64) and falls into
+    the flushed subnormals below ~1e-154 — although the root itself is at most √(q11 q22) ≤ max(q11, q22).
+    Here q11 and q22 are first scaled by even powers of two, 4^{−h1} and 4^{−h2}, into [1/2, 2), and q12 by
+    2^{−h1−h2}; these scalings are exact, so the result equals 2^{h1+h2}·√gram_det of the scaled arguments
+    to the last bit, and q12 = ±√(q11 q22) (in particular q11 = q12 = q22) still gives exactly 0.
+
+    >>> round(float(sqrt_gram_det(1e30, 0.5e30, 1e30) / 1e30), 5)  # in float32, q11·q22 = 1e60 overflows
+    0.86603
+    >>> float(sqrt_gram_det(3e-30, 3e-30, 3e-30)), round(float(sqrt_gram_det(4.0, 1.0, 1.0)) ** 2, 5)
+    (0.0, 3.0)
+    """
+    q11, q12, q22 = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (q11, q12, q22)))
+    dtype = jnp.result_type(q11, q12, q22, float)
+    q11, q12, q22 = q11.astype(dtype), q12.astype(dtype), q22.astype(dtype)
+    h1 = jnp.frexp(q11)[1] >> 1  # floor(e/2): q11·4^{−h1} ∈ [1/2, 2)
+    h2 = jnp.frexp(q22)[1] >> 1
+    d1, d2 = _power_of_two(-h1, dtype), _power_of_two(-h2, dtype)
+    det = gram_det((q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2)
+    root = jnp.sqrt(jnp.maximum(det, 0.0))
+    return (root * _power_of_two(h1, dtype)) * _power_of_two(h2, dtype)
+
+
+@sqrt_gram_det.defjvp
+def _sqrt_gram_det_jvp(primals, tangents):
+    (q11, q12, q22), (d11, d12, d22) = primals, tangents
+    root = sqrt_gram_det(q11, q12, q22)
+    pos = root > 0
+    half_inv = jnp.where(pos, 0.5 / jnp.where(pos, root, 1.0), 0.0)  # clamped at 0, as safe_sqrt
+    return root, (q22 * half_inv) * d11 + (q11 * half_inv) * d22 - (2.0 * q12 * half_inv) * d12
+
+
 @jax.custom_jvp
 def safe_atan2(y, x):
     """atan2(y, x) with the value π/2 at (0, 0) and a finite derivative everywhere.

@@ -11,7 +11,7 @@ is a composite Gauss–Legendre rule on z ∈ [−L, L]: a static grid, plus pan
 (z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges k/c, k/c ± w/4, k/c ± w with
 w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). The number of edges is static (shapes do not depend on
 the values), edges are clipped into [−L, L] and sorted, and zero-width panels carry zero weight. At s = 0
-(ρ = ±1, exactly 0 under jit thanks to :func:`~dualact.runtime.numerics.gram_det`) g(μ, 0) = σ(μ).
+(ρ = ±1, exactly 0 under jit thanks to :func:`~dualact.runtime.numerics.sqrt_gram_det`) g(μ, 0) = σ(μ).
 
 The diagonal and the zero-variance means are closed forms: E[σ(√q z)²] = g_{σ²}(0, √q) and
 E[σ(√q z)] = g_σ(0, √q) (σ(0) at q = 0). Zero variance gives T = E[σ(u)]·E[σ(v)].
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erfc
 
-from .numerics import gram_det, safe_sqrt
+from .numerics import safe_sqrt, sqrt_gram_det
 
 __all__ = ["Kernel1D", "conditional_mean", "log_ndtr", "piecewise"]
 
@@ -60,6 +60,13 @@ def log_ndtr(t):
     >>> round(float(jnp.exp(log_ndtr(jnp.array(0.0)))), 15)
     0.5
     """
+    bulk, rest = _log_ndtr_split(t)
+    return rest + jnp.where(bulk, 0.0, -0.5 * jnp.square(jnp.where(bulk, _TAIL, t)))
+
+
+def _log_ndtr_split(t):
+    """(bulk, r) with log Φ(t) = r where ``bulk`` (t > −30) and log Φ(t) = −t²/2 + r elsewhere, so that a
+    caller holding an exact form of E − t²/2 can add it without forming the huge, cancelling E and t²/2."""
     t = jnp.asarray(t)
     bulk = t > _TAIL
     main = jnp.log(0.5 * erfc(jnp.where(bulk, t, 0.0) * (-1.0 / math.sqrt(2.0))))
@@ -68,8 +75,8 @@ def log_ndtr(t):
     series = jnp.ones_like(tt)
     for k in range(_TAIL_TERMS, 0, -1):
         series = 1.0 - (2 * k - 1) * r * series
-    tail = -0.5 * tt * tt - jnp.log(-tt) - 0.5 * math.log(2.0 * math.pi) + jnp.log(series)
-    return jnp.where(bulk, main, tail)
+    tail = -jnp.log(-tt) - 0.5 * math.log(2.0 * math.pi) + jnp.log(series)
+    return bulk, jnp.where(bulk, main, tail)
 
 
 def _floats(*args):
@@ -106,17 +113,27 @@ def piecewise(pieces, x):
     return out
 
 
-def _mass(E, tl, th, lo, hi):
-    """e^E·(Φ(th) − Φ(tl)) without overflow or cancellation in the tails."""
+def _mass(E, tl, th, lo, hi, tail_exponent):
+    """e^E·(Φ(th) − Φ(tl)) without overflow or cancellation in the tails.
+
+    E and t²/2 grow like s² and cancel in E + log Φ(t) (an absolute error of eps·s² in the exponent: garbage
+    for variances beyond ~1e16). In the tail branch of log Φ the exact difference ``tail_exponent(x0)`` =
+    E − t²/2, for t = ±(x0 − μ')/s at the end x0, replaces them.
+    """
+
+    def term(t, x0):
+        bulk, rest = _log_ndtr_split(t)
+        return jnp.exp(jnp.where(bulk, E, tail_exponent(x0)) + rest)
+
     if lo is None and hi is None:
         return jnp.exp(E)
     if lo is None:
-        return jnp.exp(E + log_ndtr(th))
+        return term(th, hi)
     if hi is None:
-        return jnp.exp(E + log_ndtr(-tl))
+        return term(-tl, lo)
     upper = tl > 0  # both ends in the upper tail: Φ(−tl) − Φ(−th), else Φ(th) − Φ(tl)
     big, small = jnp.where(upper, -tl, th), jnp.where(upper, -th, tl)
-    return jnp.exp(E + log_ndtr(big)) - jnp.exp(E + log_ndtr(small))
+    return term(big, jnp.where(upper, lo, hi)) - term(small, jnp.where(upper, hi, lo))
 
 
 def conditional_mean(pieces, mu, s):
@@ -129,7 +146,11 @@ def conditional_mean(pieces, mu, s):
             E = beta * mu + 0.5 * beta * beta * s * s
             tl = None if lo is None else (lo - mup) * inv_s
             th = None if hi is None else (hi - mup) * inv_s
-            moments = [_mass(E, tl, th, lo, hi)]
+
+            def tail_exponent(x0, beta=beta):  # E − ((x0 − μ')/s)²/2 = β·x0 − ((x0 − μ)/s)²/2 exactly
+                return beta * x0 - 0.5 * jnp.square((x0 - mu) * inv_s)
+
+            moments = [_mass(E, tl, th, lo, hi, tail_exponent)]
             bl = None if lo is None else jnp.exp(beta * lo - 0.5 * jnp.square((lo - mu) * inv_s)) * _INV_SQRT_2PI
             bh = None if hi is None else jnp.exp(beta * hi - 0.5 * jnp.square((hi - mu) * inv_s)) * _INV_SQRT_2PI
             for n in range(len(coeffs) - 1):
@@ -276,7 +297,7 @@ class Kernel1D:
             dtype = q11.dtype
             a = jnp.sqrt(q11)
             c = q12 / a
-            s = safe_sqrt(gram_det(q11, q12, q22) / q11)
+            s = sqrt_gram_det(q11, q12, q22) / a
             e = self._edges(a, c, s, dtype, support)
             xi, wi = jnp.asarray(self._xi, dtype), jnp.asarray(self._wi, dtype)
 

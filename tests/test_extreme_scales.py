@@ -1,0 +1,167 @@
+"""Catalog kernels and layers at extreme variances: exact scaling of homogeneous kernels, no overflow in
+intermediate products, no NaN where the true value is representable (issue: "any input norm")."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+
+from dualact import layers as L
+from dualact.codegen.printer import jax_code
+from dualact.symbolic.parse import parse_activation
+from dualact.symbolic.quadrature import dual_reference
+
+# positively homogeneous entries: (name, params, degree)
+HOMOGENEOUS = [
+    ("relu", {}, 1),
+    ("leaky_relu", {}, 1),
+    ("abrelu", {"a": -0.3, "b": 1.2}, 1),
+    ("abs", {}, 1),
+    ("rectified_monomial_1", {}, 1),
+    ("step", {}, 0),
+    ("sign", {}, 0),
+    ("rectified_monomial_0", {}, 0),
+]
+POINTS = [(2.0, 0.7, 3.0), (2.0, -2.4, 3.0), (1.5, 1.5, 1.5), (0.5, -0.5, 0.5), (8.0, 4.0, 2.0), (0.01, 0.0, 7.0)]
+
+
+def _module(name):
+    return importlib.import_module(f"dualact.catalog.{name}")
+
+
+@pytest.mark.parametrize("name, params, degree", HOMOGENEOUS)
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e-80, 1e80, 1e160, 1e300])
+def test_homogeneous_kernels_scale_exactly_at_any_magnitude(name, params, degree, scale):
+    """T(c·q) = c^k T(q) and Ṫ(c·q) = c^(k−1)·Ṫ(q): q11·q22 over- or underflows for c beyond 1e±154, yet the
+    kernel is representable (and exact at ρ = ±1: the 3rd, 4th and 5th points)."""
+    m = _module(name)
+    a, c, b = (np.array(v) for v in zip(*POINTS, strict=True))
+    t, dt = np.asarray(m.nngp(a, c, b, **params)), np.asarray(m.ntk_factor(a, c, b, **params))
+    ts = np.asarray(m.nngp(a * scale, c * scale, b * scale, **params))
+    dts = np.asarray(m.ntk_factor(a * scale, c * scale, b * scale, **params))
+    norm = np.sqrt(np.abs(np.asarray(m.diag(a, **params)) * np.asarray(m.diag(b, **params))))
+    nd = np.sqrt(np.abs(np.asarray(m.ntk_diag(a, **params)) * np.asarray(m.ntk_diag(b, **params))))
+    np.testing.assert_array_less(np.abs(ts / scale**degree - t), 4e-15 * norm + 1e-300)
+    np.testing.assert_array_less(np.abs(dts * scale ** (1 - degree) - dt), 4e-15 * nd + 1e-300)
+    # on the diagonal the exact one-dimensional value
+    q = a * scale
+    np.testing.assert_allclose(
+        np.asarray(m.nngp(q, q, q, **params)), np.asarray(m.diag(q, **params)), rtol=4e-16, atol=0
+    )
+
+
+def test_relu_ntk_factor_is_exactly_one_half_at_rho_one_for_any_magnitude():
+    q = 10.0 ** np.arange(-300, 301, 10)
+    relu = _module("relu")
+    np.testing.assert_array_equal(np.asarray(jax.jit(relu.ntk_factor)(q, q, q)), 0.5)
+    np.testing.assert_allclose(np.asarray(jax.jit(relu.nngp)(q, q, q)), q / 2, rtol=4e-16, atol=0)
+
+
+def test_large_integer_literals_are_printed_as_floats():
+    """sigmoid_like's formula carries rationals with 30-digit numerators; as Python ints beyond int64 JAX
+    rejected them (OverflowError on every call)."""
+    import sympy as sp
+
+    assert jax_code(sp.Integer(12500000000000000000000000000000) * sp.Symbol("q")) == "1.25e+31*q"
+    assert jax_code(sp.Integer(3) * sp.Symbol("q")) == "3*q"
+    sl, ef = _module("sigmoid_like"), _module("erf_family")
+    p = {"a": 0.5, "b": 1 / 2.4020563531719796, "c": 0.5}
+    a, c, b = (np.array(v) for v in zip(*POINTS, strict=True))
+    np.testing.assert_allclose(np.asarray(sl.nngp(a, c, b)), np.asarray(ef.nngp(a, c, b, **p)), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(sl.ntk_factor(a, c, b)), np.asarray(ef.ntk_factor(a, c, b, **p)), rtol=1e-14)
+
+
+@pytest.mark.parametrize("q", [1e10, 1e20, 1e40, 1e100])
+def test_radicands_group_the_determinant_near_rho_one(q):
+    """(1 + q11)(1 + q22) − q12² written out loses everything to the rounding of q11·q22 once q ≳ 1e16
+    (the Gaussian kernel was inf at ρ = 1); grouped as 1 + q11 + q22 + gram_det it is exact. Checked against
+    the closed forms in 260-digit arithmetic, at ρ = 1 and ρ = 1 − 1e-9."""
+    mpmath.mp.dps = 260  # (1 + q)² − q² at q = 1e100 needs 200 digits
+    gauss, erf = _module("gaussian"), _module("erf")
+    for rho in (1.0, 1 - 1e-9, -0.3):
+        c = rho * q
+        Q, C = mpmath.mpf(q), mpmath.mpf(c)
+        g_ref = 1 / mpmath.sqrt((1 + Q) ** 2 - C**2)
+        e_ref = 2 / mpmath.pi * mpmath.asin(2 * C / (1 + 2 * Q))
+        assert abs(float(gauss.nngp(q, c, q)) / float(g_ref) - 1) < 1e-14
+        assert abs(float(erf.nngp(q, c, q)) - float(e_ref)) < 1e-15
+        assert (
+            abs(float(erf.ntk_factor(q, c, q)) / float(4 / mpmath.pi / mpmath.sqrt((1 + 2 * Q) ** 2 - 4 * C**2)) - 1)
+            < 1e-14
+        )
+    assert float(gauss.nngp(q, q, q)) == pytest.approx(float(gauss.diag(q)), rel=1e-15)
+
+
+def _check_one_dimensional(name, q, cases):
+    m = _module(name)
+    expr = parse_activation(m.SOURCE).expr
+    norms = {}
+    for rho, f in cases:
+        a, b = q, q * f
+        c = rho * q * math.sqrt(f)  # exactly q at ρ = 1, f = 1
+        for deriv, fn in ((False, m.nngp), (True, m.ntk_factor)):
+            for v in (a, b):
+                if (v, deriv) not in norms:
+                    norms[v, deriv] = dual_reference(expr, v, v, v, derivative=deriv)
+            ref = dual_reference(expr, a, b, c, derivative=deriv)
+            norm = math.sqrt(norms[a, deriv] * norms[b, deriv])
+            got = float(fn(a, c, b))
+            assert abs(got - ref) <= (1e-9 if q < 1e30 else 1e-13) * norm, (rho, deriv, got, ref)
+
+
+def test_one_dimensional_tier_at_huge_variances():
+    """E + log Φ(t) cancelled in floating point (both ~q/2): garbage from q ≈ 1e17 and NaN from 1e20."""
+    _check_one_dimensional("elu", 1e40, [(0.3, 1.0)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["elu", "selu"])
+@pytest.mark.parametrize("q", [1e20, 1e60, 1e150])
+def test_one_dimensional_tier_at_huge_variances_slow(name, q):
+    _check_one_dimensional(name, q, [(0.3, 1.0), (-0.7, 0.25), (1.0, 1.0)])
+
+
+@pytest.mark.parametrize("name", ["tanh", "softplus", "gelu_tanh"])
+def test_hermite_kernels_stay_finite_and_bounded_at_huge_variances(name):
+    m = _module(name)
+    for q in (1e100, 1e200, 1e300):
+        for rho in (0.3, -0.8, 1.0):
+            t = float(m.nngp(q, rho * q, q))
+            assert math.isfinite(t) and abs(t) <= float(m.diag(q)) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-100, 1e100])
+def test_relu_network_kernels_scale_exactly_through_the_layers(scale):
+    """A bias-free ReLU network is positively homogeneous of degree 2 in x: through Dense, Activation and
+    LayerNorm the kernels at input scale 1e±100 (variances 1e±200) are the unit-scale ones times scale²."""
+    x = np.random.default_rng(0).normal(size=(6, 5))
+    x[3] = x[4]  # ρ = 1 off the diagonal
+    net = L.serial(
+        L.Dense(64, W_std=1.4, b_std=0.0),
+        L.Activation("relu"),
+        L.Dense(64, W_std=1.4, b_std=0.0),
+        L.Activation("leaky_relu"),
+        L.Dense(1, W_std=1.4, b_std=0.0),
+    )
+    k1 = net.kernel_fn(jnp.asarray(x), None, ("nngp", "ntk"))
+    ks = net.kernel_fn(jnp.asarray(x * scale), None, ("nngp", "ntk"))
+    for g in ("nngp", "ntk"):
+        np.testing.assert_allclose(np.asarray(getattr(ks, g)) / scale**2, np.asarray(getattr(k1, g)), rtol=1e-13)
+    ln = L.serial(L.Dense(64, W_std=1.4, b_std=0.0), L.LayerNorm(eps=0.0), L.Activation("relu"), L.Dense(1))
+    k1, ks = ln.kernel_fn(jnp.asarray(x), None, "nngp"), ln.kernel_fn(jnp.asarray(x * scale), None, "nngp")
+    np.testing.assert_allclose(np.asarray(ks), np.asarray(k1), rtol=1e-12)
+
+
+def test_deep_elu_network_with_growing_variance_is_finite():
+    """W_std = 2 doubles the variance per layer: after 100 layers q ≈ 2^100 ≈ 1e30 (NaN before)."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 5)))
+    k = L.fully_connected(100, 16, "elu", W_std=2.0, b_std=0.0).kernel_fn(x, None, ("nngp", "ntk"))
+    for g in ("nngp", "ntk"):
+        v = np.asarray(getattr(k, g))
+        assert np.isfinite(v).all() and np.abs(v).max() > 1e25
