@@ -7,8 +7,8 @@ Source:      'a*erf(b*x) + c'
 Activation:  σ(x) = a*erf(b*x) + c
 Parameters:  a (required), b (required), c (required) (keyword-only)
 Method:      closed_form (tier: price)
-Accuracy:    error_bound = 3.09e-16, max_rel_err_diag = 1.84e-16, max_rel_err_mean = 1.98e-16,
-             max_rel_err_nngp = 2.94e-16, max_rel_err_ntk = 3.09e-16, points = 10, reference = kink-aware
+Accuracy:    error_bound = 2.94e-16, max_rel_err_diag = 1.84e-16, max_rel_err_mean = 1.98e-16,
+             max_rel_err_nngp = 2.94e-16, max_rel_err_ntk = 2.1e-16, points = 10, reference = kink-aware
              Gauss–Legendre quadrature (float64), tolerance = 1e-12
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:979e2c7596930a76d7568fa36a6f26fd7b0f11c3474927ff293ec862f4654558
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:814523027c11406fe7d3b76eceac527e02c6a83bd1a68fba5ee580ab50d55c14
 """
 
 from __future__ import annotations

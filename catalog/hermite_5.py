@@ -7,7 +7,7 @@ Source:      'sqrt(30)*x**5/60 - sqrt(30)*x**3/6 + sqrt(30)*x/4'
 Activation:  σ(x) = sqrt(30)*x**5/60 - sqrt(30)*x**3/6 + sqrt(30)*x/4
 Method:      closed_form (tier: gaussian_class)
 Accuracy:    error_bound = 9.73e-16, max_rel_err_diag = 9.73e-16, max_rel_err_mean = 2.9e-17, max_rel_err_nngp
-             = 4.61e-16, max_rel_err_ntk = 1.8e-16, points = 10, reference = kink-aware Gauss–Legendre
+             = 4.51e-16, max_rel_err_ntk = 1.8e-16, points = 10, reference = kink-aware Gauss–Legendre
              quadrature (float64), tolerance = 1e-12
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
@@ -34,7 +34,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:67f57358dd0f33518b654fa929e6831a4a2fa45675deb0bff33c595ec8340ec5
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:f00c00a51cebb72decdc630b7fbd9abac682a318e1f7f27af47034072f021f0a
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:6aa5298863b4c9cb35489dd3b9bf18de874eb9a872bebfe157cabde0dbafbaaa
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:9bf4431217da57eb1bc84f366caf3200e00b2f01bd361be8099e029e78deef65
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:d22513e18ab397d321d0c935b4853e1aa3311caa83a853f06a3d70066d191770
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:4da0ffd7429cf392ba4d8340675979b949acd0286d749072f90bac7d46f9f14d
 """
 
 from __future__ import annotations

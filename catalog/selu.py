@@ -43,7 +43,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:a5984fb59eae934e61b8fa307e7c62c2c2c5deeac811b196317210008be75d0e
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:8043099dc79a5e5e8f46d529e38d03662f79ed996a9fd74bfccd0696933a4bbf
 """
 
 from __future__ import annotations

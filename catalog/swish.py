@@ -7,10 +7,12 @@ Source:      'x/(1 + exp(-b*x))'
 Activation:  σ(x) = x/(1 + exp(-b*x))
 Parameters:  b (default 1.0) (keyword-only)
 Method:      hermite (tier: hermite)
-Accuracy:    error_bound = 2.99e-12, nngp_error_full_range = 5.34e-09, nngp_error_q16 = 2.42e-12, nngp_terms =
-             640, note = certified normalised error (Parseval tail + interpolation) for |ρ| ≤ 0.99 and
-             variances in [1/16, 16] (error_bound) and in [1e-3, 1e3] (full_range); diagonal and |ρ| = 1 exact
-             (one-dimensional quadrature), ntk_error_full_range = 5.01e-06, ntk_error_q16 = 2.99e-12,
+Accuracy:    error_bound = 2.99e-12, nngp_error_extension_rho09 = 2.95e-14, nngp_error_full_range = 5.34e-09,
+             nngp_error_q16 = 2.42e-12, nngp_terms = 640, note = certified normalised error (Parseval tail +
+             interpolation) for |ρ| ≤ 0.99 and variances in [1/16, 16] (error_bound) and in [1e-3, 1e3]
+             (full_range); tabulated with the same terms up to variance 1e8 (extension bound at |ρ| ≤ 0.9),
+             clamped beyond; diagonal and |ρ| = 1 exact (one-dimensional quadrature),
+             ntk_error_extension_rho09 = 5.43e-14, ntk_error_full_range = 5.01e-06, ntk_error_q16 = 2.99e-12,
              ntk_terms = 640
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
@@ -27,7 +29,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:98e7de6344efbc8187d8f260099172414b6726bcc19a6293a3432ec0d2199ee6
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:2f517ada18db0b45435e650d2d4df615cf20a8e43f611c4fd2815281344a0534
 """
 
 from __future__ import annotations

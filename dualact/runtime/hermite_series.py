@@ -53,11 +53,12 @@ __all__ = [
 
 _L = 10.0
 _N_NODES = 16
-# Static edge grid in z: unit panels on [−L, L] plus a geometric grading ±L·2^{−k} (k = 1..14) towards 0,
-# which resolves σ(s z) around z = 0 for every s up to ~2000 (the kinks are added per call).
+# Static edge grid in z: unit panels on [−L, L] plus a geometric grading ±L·2^{−k} (k = 1..17) towards 0,
+# which resolves σ(s z) around z = 0 for every s up to ~1e4 (the tables' extended range; kinks are added
+# per call).
 _GRID = np.unique(
     np.concatenate(
-        [np.arange(-_L, _L + 0.5, 1.0), _L * 2.0 ** -np.arange(1, 15), -_L * 2.0 ** -np.arange(1, 15), [0.0]]
+        [np.arange(-_L, _L + 0.5, 1.0), _L * 2.0 ** -np.arange(1, 18), -_L * 2.0 ** -np.arange(1, 18), [0.0]]
     )
 )
 

@@ -54,9 +54,10 @@ from .verify import verify_closed_form
 
 __all__ = ["ENGINE_VERSION", "cache_dir", "derive", "hermite_table"]
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
 TIME_BUDGET = 60.0  # seconds for a whole derivation
 _HERMITE_TOL = 1e-10
+_HERMITE_S_EXTEND = 1e4  # Hermite tables run (uncertified, same J) up to s = 1e4, i.e. variances up to 1e8
 _TABLES: dict[str, Any] = {}  # in-process Hermite tables by key
 
 
@@ -218,7 +219,7 @@ def _hermite_settings(sigma: sp.Expr, deriv: sp.Expr, kinks, values) -> dict[str
     act = _numeric(sigma, values)
     der = _numeric(deriv, values)
     meta = {"activation": sp.srepr(act), "derivative": sp.srepr(der), "kinks": [float(k) for k in kinks],
-            "tol": _HERMITE_TOL}
+            "tol": _HERMITE_TOL, "s_extend": _HERMITE_S_EXTEND}
     meta["table_key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     return meta
 
@@ -246,7 +247,8 @@ def hermite_table(d: Derivation):
     act = sp.sympify(_parse_srepr(meta["activation"])) if "activation" in meta else _numeric(d.activation,
                                                                                              d.param_values)
     der = _parse_srepr(meta["derivative"]) if "derivative" in meta else None
-    table = build_table(act, der, kinks=meta.get("kinks", list(d.kinks)), tol=float(meta.get("tol", _HERMITE_TOL)))
+    table = build_table(act, der, kinks=meta.get("kinks", list(d.kinks)), tol=float(meta.get("tol", _HERMITE_TOL)),
+                        s_extend=meta.get("s_extend"))
     if key:
         _TABLES[key] = table
     return table
@@ -269,10 +271,13 @@ def _hermite(sigma, deriv, params, values, kinks, budget: float):
         )
     meta = _hermite_settings(sigma, deriv, kinks, values)
     table = build_table(_numeric(sigma, values), _numeric(deriv, values), kinks=kinks, tol=_HERMITE_TOL,
-                        time_budget=max(budget, 5.0))
+                        s_extend=_HERMITE_S_EXTEND, time_budget=max(budget, 5.0))
     _TABLES[meta["table_key"]] = table
     info = {**table.to_json_dict(), **meta}
     nn, nt = info.get("nngp", {}), info.get("ntk", {})
+
+    def ext(part):  # uncertified range (1e3, 1e8] of variances, at |ρ| ≤ 0.9
+        return float(part.get("extension_tail_rho09", 0.0) + part.get("extension_interp_error_l2", 0.0))
 
     def bound(part, suffix):
         return float(part.get(f"tail_rho099{suffix}", 0.0) + part.get(f"interp_error_l2{suffix}", 0.0))
@@ -283,10 +288,13 @@ def _hermite(sigma, deriv, params, values, kinks, budget: float):
         "ntk_error_q16": bound(nt, "_q16"),
         "nngp_error_full_range": bound(nn, ""),
         "ntk_error_full_range": bound(nt, ""),
+        "nngp_error_extension_rho09": ext(nn),
+        "ntk_error_extension_rho09": ext(nt),
         "nngp_terms": nn.get("J"),
         "ntk_terms": nt.get("J"),
         "note": "certified normalised error (Parseval tail + interpolation) for |ρ| ≤ 0.99 and variances in "
-                "[1/16, 16] (error_bound) and in [1e-3, 1e3] (full_range); diagonal and |ρ| = 1 exact "
+                "[1/16, 16] (error_bound) and in [1e-3, 1e3] (full_range); tabulated with the same terms up "
+                "to variance 1e8 (extension bound at |ρ| ≤ 0.9), clamped beyond; diagonal and |ρ| = 1 exact "
                 "(one-dimensional quadrature)",
     }
     return table, info, accuracy

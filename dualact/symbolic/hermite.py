@@ -26,8 +26,11 @@ Method (engine-study Q3):
   until the trailing coefficients are below tolerance.
 
 Out of range: for s < s_min the small-scale interpolant (exact limit as s → 0, including σ with a kink at
-0); for s > s_max the normalised coefficients are clamped at s_max (the build records the resulting error
-at 2·s_max and 10·s_max, which is small for σ with a positively homogeneous limit, e.g. tanh → sign).
+0). Above the certified s_max the table continues, with the same J, up to ``s_extend`` (default 10⁴, variances
+up to 1e8): there the truncation bound |ρ|^J·t_J(s) is recorded (``extension_*`` statistics) but not
+certified against ``tol`` — for |ρ| ≤ 0.9 it is negligible, near |ρ| = 1 it grows with s since σ(s·) sharpens.
+Beyond, the normalised coefficients are clamped at s_extend (the build records the resulting error at
+2·s_extend and 10·s_extend, which is small for σ with a positively homogeneous limit, e.g. tanh → sign).
 """
 
 from __future__ import annotations
@@ -361,7 +364,7 @@ class HermiteTable:
     √E[σ(sz)²] (resp. √E[σ'(sz)²]); the runtime multiplies by the exact one-dimensional value.
 
     Attributes:
-      t_range: (t0, t1) = (log s_min, log s_max).
+      t_range: (t0, t1) = (log s_min, log s_extend), the whole table (certified up to ``meta["s_range"]``).
       c_cheb, d_cheb: float64 arrays (P, J, M) and (P, J_ntk, M_ntk), zero padded in m.
       c_small, d_small: float64 arrays (J, m) and (J_ntk, m_ntk).
       meta: scalar metadata (J, node counts, certified error bounds, ...); JSON-serialisable, no timings.
@@ -478,15 +481,20 @@ def _piece_nodes(t0, t1, P, M):
     return mid[:, None] + half[:, None] * _lobatto(M)[None, :]
 
 
-def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline):
-    """Piecewise Chebyshev tables of ĉ_j(s) for one function f. Returns (big (P,J,M), small (J,m), stats)."""
+def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert=None):
+    """Piecewise Chebyshev tables of ĉ_j(s) for one function f. Returns (big (P,J,M), small (J,m), stats).
+
+    J and the certified statistics use the scales s ≤ e^{t_cert} (default: all); the table runs to e^{t1}.
+    """
     s_top = math.exp(t1)
-    # 1. J from the Parseval tails on the coarse grid
+    t_cert = t1 if t_cert is None else t_cert
+    # 1. J from the Parseval tails on the coarse grid (certified range only)
     coeffs = _Coefficients(f, kinks, max_terms, s_top)
     M = m_start
     tk = _piece_nodes(t0, t1, P, M)
     chat, _ = coeffs(np.exp(tk.ravel()))
-    tail_all = np.max(_tails(chat), axis=0) + _FLOOR
+    in_cert = tk.ravel() <= t_cert + 1e-12
+    tail_all = np.max(_tails(chat[in_cert]), axis=0) + _FLOOR
     bound = _RHO_CERT ** np.arange(tail_all.size) * tail_all
     ok = np.nonzero(bound <= tol / 2)[0]
     J, tol_met = (max(2, int(ok[0])), True) if ok.size else (max_terms, False)
@@ -534,6 +542,8 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline):
     tails_mid = _tails(exact_mid)[:, J]
     s_mid = np.exp(tm)
     core = (s_mid >= 0.25) & (s_mid <= 4.0)
+    cert = tm <= t_cert + 1e-12
+    ext = ~cert
     # 4. small-scale piece: Chebyshev in s on [0, s_min] (first-kind nodes avoid s = 0)
     s_min = math.exp(t0)
     ms = 12
@@ -545,21 +555,22 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline):
             break
         ms *= 2
     small = small[:, : _truncate_len(small, tol_cheb)[0]].copy()
-    # 5. clamping error above s_max
+    # 5. clamping error above the table
     far, _ = _Coefficients(f, kinks, J, 10 * s_top)(np.array([2 * s_top, 10 * s_top]))
     at_max = chebval_rows(big[-1], np.array([1.0]))[0]
     clamp = np.sqrt(np.sum((far - at_max) ** 2, axis=1))
-    tmax = (
-        float(
-            max(
-                np.max(_tails(chat[:, : J + 1] if chat.shape[1] > J else chat)[:, -1])
-                if chat.shape[1] > J
-                else 0.0,
-                np.max(tails_mid),
-            )
-        )
-        + _FLOOR
-    )
+    coarse_tail = _tails(chat)[:, J] if chat.shape[1] > J else np.zeros(chat.shape[0])
+    tmax = float(max(np.max(coarse_tail[in_cert]), np.max(tails_mid[cert]))) + _FLOOR
+    if np.any(ext):
+        t_ext = float(max(np.max(coarse_tail[~in_cert], initial=0.0), np.max(tails_mid[ext]))) + _FLOOR
+        extension = {
+            "extension_tail_rho099": _RHO_CERT**J * t_ext,
+            "extension_tail_rho09": 0.9**J * t_ext,
+            "extension_tail_rho1": t_ext,
+            "extension_interp_error_l2": float(np.max(err_mid[ext])),
+        }
+    else:
+        extension = {}
     tcore = float(np.max(tails_mid[core])) + _FLOOR if np.any(core) else None
     return (
         big,
@@ -571,7 +582,7 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline):
             "chebyshev_nodes": [int(m) for m in Ms],
             "chebyshev_terms": int(K),
             "chebyshev_converged": bool(all(conv)),
-            "interp_error_l2": float(np.max(err_mid)),
+            "interp_error_l2": float(np.max(err_mid[cert])),
             "interp_error_l2_q16": float(np.max(err_mid[core])) if np.any(core) else None,
             "small_s_terms": int(small.shape[1]),
             "tail_rho099": _RHO_CERT**J * tmax,
@@ -580,6 +591,7 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline):
             "tail_rho1_q16": tcore,
             "clamp_error_2x_smax": float(clamp[0]),
             "clamp_error_10x_smax": float(clamp[1]),
+            **extension,
         },
     )
 
@@ -591,6 +603,7 @@ def build_table(
     kinks: Sequence[float] | None = None,
     tol: float = 1e-10,
     s_range: tuple[float, float] = (math.sqrt(1e-3), math.sqrt(1e3)),
+    s_extend: float | None = 1e4,
     max_terms: int = 640,
     pieces: int | None = None,
     time_budget: float = 40.0,
@@ -605,15 +618,18 @@ def build_table(
       kinks: non-smooth points of σ and σ'; default :func:`find_kinks` of both.
       tol: target normalised error of the kernel for |ρ| ≤ 0.99: half for the series truncation, an eighth
         for the Chebyshev interpolation of each coefficient vector.
-      s_range: (s_min, s_max) of the log-s interpolant, s = √variance.
+      s_range: (s_min, s_max): the certified range of the log-s interpolant, s = √variance.
+      s_extend: the table continues above s_max to this scale with the same J, uncertified (its truncation
+        bounds are recorded as ``extension_*``); ``None``: stop at s_max.
       max_terms: cap on J; if ``tol`` needs more, J = max_terms and ``meta["tol_met"]`` is False.
-      pieces: number of equal pieces of [log s_min, log s_max] (default: pieces of length ≤ 1.2).
+      pieces: number of equal pieces of the whole log-s range (default: pieces of length ≤ 1.2).
       time_budget: seconds after which the Chebyshev refinement stops (recorded as not converged).
 
     ``meta["nngp"]`` and ``meta["ntk"]`` record J, node and term counts, the certified normalised truncation
     bounds |ρ|^J·max_s t_J(s) at |ρ| = 0.99 (``tail_rho099``) and at |ρ| = 1 (``tail_rho1``), the same over
     s ∈ [1/4, 4] (``*_q16``), the interpolation error measured at the midpoints of the Chebyshev grids (ℓ2
-    over j) and the error of clamping above s_max. The runtime computes |ρ| = 1 and the diagonal exactly.
+    over j), the same bounds over the extension (``extension_*``) and the error of clamping above the table.
+    The runtime computes |ρ| = 1 and the diagonal exactly.
     """
     start = time.monotonic()
     expr = sp.sympify(expr)
@@ -626,22 +642,25 @@ def build_table(
     s_lo, s_hi = (float(v) for v in s_range)
     if not 0 < s_lo < s_hi:
         raise ValueError(f"s_range must satisfy 0 < s_min < s_max, got {s_range}")
-    t0, t1 = math.log(s_lo), math.log(s_hi)
+    t0, t_cert = math.log(s_lo), math.log(s_hi)
+    t1 = math.log(max(s_hi, float(s_extend))) if s_extend is not None else t_cert
     P = pieces if pieces is not None else max(1, int(math.ceil((t1 - t0) / 1.2)))
     deadline = start + time_budget
     f = lambdify_numpy(expr)
     fd = lambdify_numpy(derivative_expr)
-    c_big, c_small, c_stats = _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline)
-    d_big, d_small, d_stats = _build_one(fd, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline)
+    c_big, c_small, c_stats = _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
+    d_big, d_small, d_stats = _build_one(fd, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
     meta = {
         "activation": sp.srepr(expr),
         "derivative": sp.srepr(derivative_expr),
         "kinks": list(kinks),
         "tol": float(tol),
         "s_range": [s_lo, s_hi],
+        "s_extend": math.exp(t1),
         "max_terms": int(max_terms),
         "rho_certified": _RHO_CERT,
-        "outside_range": "s<s_min: Chebyshev in s on [0,s_min]; s>s_max: clamped at s_max",
+        "outside_range": "s<s_min: Chebyshev in s on [0,s_min]; s_max<s<=s_extend: tabulated with the same J, "
+                         "not certified; s>s_extend: clamped at s_extend",
         "quadrature": "composite Gauss-Legendre float64, edges on kinks and on a geometric x-grid, L=14",
         "nngp": c_stats,
         "ntk": d_stats,
