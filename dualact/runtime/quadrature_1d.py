@@ -9,7 +9,11 @@ I_{n+1} = μ' I_n + n s² I_{n−1} + s(loⁿB(lo) − hiⁿB(hi)), with log_ndt
 
 is a composite Gauss–Legendre rule on z ∈ [−L, L]: a static grid, plus panel edges at the kinks of σ(√q11 z)
 (z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges k/c, k/c ± w/4, k/c ± w with
-w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). The number of edges is static (shapes do not depend on
+w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). Where σ has exponential pieces e^{βx}, whose own scale
+1/|β| in x is 1/(|β|√q11) in z and shrinks as the variance grows, both centres also get edges at distances
+2/|β| and 16/|β| in x (k/√q11 ± X/(|β|√q11) and k/c ± X/(|β c|)): without them the panels did not resolve
+the exponential above q ≈ 1e4 (ELU's NTK factor was 1e-4 off at q = 1e7; now ~1e-15 at every variance).
+The number of edges is static (shapes do not depend on
 the values), edges are clipped into [−L, L] and sorted, and zero-width panels carry zero weight. At s = 0
 (ρ = ±1, exactly 0 under jit thanks to :func:`~dualact.runtime.numerics.sqrt_gram_det`) g(μ, 0) = σ(μ).
 
@@ -42,6 +46,7 @@ _GRID = (-L, -7.0, -5.0, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0, 3.5, 5.0, 7.0, L)
 _FAR = 4.0  # a support starting beyond z = 4 (or ending below −4) gets a window of its own in the tail
 _TAIL_SPAN = 40.0  # that window is [t, t + 40/t]: e^{−40} ≈ 4e-18 of the integrand is left out
 _LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/abs(c)
+_EXP_EDGES = (2.0, 16.0)  # extra edges at these distances·1/|β| (in x) from each kink, for pieces e^{βx}
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TAIL = -30.0  # below this log Φ(t) is the asymptotic series (erfc would reach the subnormal range near −37)
 _TAIL_TERMS = 10  # (2k−1)!!/t^{2k} at t = −30: the 11th term is below 1e-19
@@ -166,6 +171,11 @@ def conditional_mean(pieces, mu, s):
     return out
 
 
+def _max_rate(pieces) -> float:
+    """max |β| over the exponential factors e^{βx} of the pieces (0.0 for piecewise polynomials)."""
+    return max((abs(float(beta)) for _, _, terms in pieces for beta, _ in terms), default=0.0)
+
+
 def _g_or_sigma(pieces, mu, s):
     """g(μ, s) with g(μ, 0) = σ(μ) (double-where: finite gradients at s = 0)."""
     pos = s > 0
@@ -193,8 +203,9 @@ class Kernel1D:
 
     @property
     def nodes(self) -> int:
-        """Integrand evaluations per kernel entry."""
-        return (len(_GRID) - 1 + 6 * len(self.kinks)) * self.n_nodes
+        """Integrand evaluations per kernel entry (of T; Ṫ's pieces may have fewer edges)."""
+        per_kink = 6 + (4 * len(_EXP_EDGES) if _max_rate(self.pieces["activation"]) else 0)
+        return (len(_GRID) - 1 + per_kink * len(self.kinks)) * self.n_nodes
 
     # -- one-dimensional closed forms ----------------------------------------------------------------------
     def _mean_of(self, key, q, square_of=None):
@@ -261,7 +272,7 @@ class Kernel1D:
         zhi = jnp.where(far_lo, t_hi, jnp.where(far_hi, jnp.minimum(t_hi, up), jnp.minimum(t_hi, L)))
         return zlo, jnp.maximum(zhi, zlo), far_hi | far_lo
 
-    def _edges(self, a, c, s, dtype, support=(None, None)):
+    def _edges(self, a, c, s, dtype, support=(None, None), rate=0.0):
         """Sorted panel edges (…, E) of the composite rule for one batch of (a, c, s).
 
         Only the kink edges z = k/a (and the window ends sitting on them) carry a gradient: where σ (or σ')
@@ -281,14 +292,20 @@ class Kernel1D:
         edges = [jnp.where(far, zlo + (e + L) / (2 * L) * (zhi - zlo), jnp.asarray(e, dtype) + jnp.zeros(batch, dtype))
                  for e in _GRID]
         width = _LAYER * delta
+        step_a = jax.lax.stop_gradient(1.0 / (rate * a)) if rate else None  # x-unit 1/|β| in z, at σ(a z)
         for k, kink in zip(self.kinks, kink_edges, strict=True):
             edges.append(kink)
             centre = jnp.where(has_c, k * inv_c, L)
             edges += [centre, centre - width, centre + width, centre - 0.25 * width, centre + 0.25 * width]
+            if rate:  # the exponential pieces at their own scale, next to σ(a z)'s kink and g's layer centre
+                step_c = jnp.abs(inv_c) / rate
+                for X in _EXP_EDGES:
+                    edges += [kink - X * step_a, kink + X * step_a, centre - X * step_c, centre + X * step_c]
         return jnp.sort(jnp.clip(jnp.stack(edges, -1), zlo[..., None], zhi[..., None]), axis=-1)
 
     def _inner(self, key):
         pieces = self.pieces[key]
+        rate = _max_rate(pieces)
         n = self.n_nodes
         live = [(lo, hi) for lo, hi, terms in pieces if terms]
         support = (live[0][0], live[-1][1]) if live else (None, None)
@@ -298,7 +315,7 @@ class Kernel1D:
             a = jnp.sqrt(q11)
             c = q12 / a
             s = sqrt_gram_det(q11, q12, q22) / a
-            e = self._edges(a, c, s, dtype, support)
+            e = self._edges(a, c, s, dtype, support, rate)
             xi, wi = jnp.asarray(self._xi, dtype), jnp.asarray(self._wi, dtype)
 
             # one node at a time: the working set stays that of the output (no (…, nodes) arrays)
