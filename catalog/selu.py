@@ -9,9 +9,9 @@ Activation:  σ(x) = 5253504936777402467096674926473*Max(0, x)/50000000000000000
              87904967042368842997010876040615967103012290445610415488549141*Min(0, exp(x) -
              1)/50000000000000000000000000000000000000000000000000000000000000
 Method:      quadrature_1d (tier: conditional_1d); kinks at 0.0
-Accuracy:    conditional_mean_error = 1.92e-31, nngp_error = 6.45e-16, nodes = 520, note = max normalised
+Accuracy:    conditional_mean_error = 1.92e-31, nngp_error = 1.12e-15, nodes = 364, note = max normalised
              error |ΔT|/√(T(q11,q11,q11)T(q22,q22,q22)) against 2-D kink-aware quadrature at 7 points (off-
-             sphere variances, |ρ| up to 0.999) and 1-D mpmath quadrature at ρ = ±1, ntk_error = 6.98e-16,
+             sphere variances, |ρ| up to 0.999) and 1-D mpmath quadrature at ρ = ±1, ntk_error = 6.31e-16,
              points = 7
 
 Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
@@ -43,7 +43,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:76ec068c4b364f6f7ebaf3ff5304d33b3ad673e4f1fb67371fbff84a67f6850f
+Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:6de98cb71c7d239a6c65f8d56d54502db2d319a054ad1a11afe5f0ae20e5f025
 """
 
 from __future__ import annotations

@@ -130,6 +130,13 @@ def test_one_dimensional_tier_resolves_exponential_pieces_at_large_variance():
     _check_one_dimensional("elu", 1e7, [(0.99, 1 / 3)])
 
 
+def test_one_dimensional_tier_grades_exponential_panels_near_rho_minus_one():
+    """With edges at 2/|β| and 16/|β| only, the e^{−16} of the exponential left at the outer edge sat in a panel
+    200 times its scale: ELU's NTK factor was 1.6e-10 off (normalised) here."""
+    q = 9.302e6
+    _check_one_dimensional("elu", q, [(-0.999998461, 6.523e5 / q)])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["elu", "selu"])
 @pytest.mark.parametrize("q", [1e5, 1e10, 1e20, 1e60, 1e150])
