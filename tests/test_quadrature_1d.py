@@ -294,3 +294,59 @@ def test_far_tail_support_keeps_relative_accuracy(src, a, c, b):
     fd = (float(k.nngp(a + h, c, b)) - float(k.nngp(a - h, c, b))) / (2 * h)
     grad = float(jax.grad(k.nngp, argnums=0)(a, c, b))
     assert grad == pytest.approx(fd, rel=1e-5, abs=1e-12 * norm / a)
+
+
+def test_erfcx_against_mpmath_with_finite_gradients():
+    """The tier's own scaled erfc: jax.scipy's erfcx returns 0 for u in (26.55, 26.64) (jax 0.10)."""
+    import mpmath
+
+    from dualact.runtime.quadrature_1d import _erfcx
+
+    u = np.concatenate([np.linspace(0.0, 40.0, 401), np.linspace(26.5, 26.7, 41), [19.999, 20.0, 20.001],
+                        np.logspace(2, 6, 30)])
+    with mpmath.workdps(40):
+        ref = np.array([float(mpmath.exp(mpmath.mpf(v) ** 2) * mpmath.erfc(v)) for v in u])
+        dref = np.array([float(2 * mpmath.mpf(v) * mpmath.exp(mpmath.mpf(v) ** 2) * mpmath.erfc(v)
+                               - 2 / mpmath.sqrt(mpmath.pi)) for v in u])
+    got = np.asarray(_erfcx(jnp.asarray(u)))
+    # e^{u²} amplifies the rounding of u² below the switch: eps·u² relative, at most ~1e-13 at u = 20
+    rel = np.abs(got / ref - 1.0)
+    assert np.all(rel <= 2e-16 * np.minimum(u**2, 400.0) + 4e-15), (u[rel.argmax()], rel.max())
+    grad = np.asarray(jax.vmap(jax.grad(_erfcx))(jnp.asarray(u)))
+    assert np.all(np.isfinite(grad))
+    mask = u < 1e5  # beyond, the derivative (~ −1/(√π u²)) is below the rounding of its two terms
+    np.testing.assert_allclose(grad[mask], dref[mask], rtol=1e-9, atol=1e-13)
+    huge = np.logspace(8, 300, 50)  # erfcx(u) = (1 − 1/(2u²) + …)/(u√π): 1/(u√π) to rounding
+    np.testing.assert_allclose(np.asarray(_erfcx(jnp.asarray(huge))), 1.0 / (huge * math.sqrt(math.pi)),
+                               rtol=1e-15)
+
+
+HARDSWISH = "x*Min(Max(x + 3, 0), 6)/6"
+
+
+@pytest.mark.parametrize("src, q", [
+    (HARDTANH, 1e20), (HARDSWISH, 1e10),
+    pytest.param(HARDTANH, 1e10, marks=pytest.mark.slow), pytest.param(HARDSWISH, 1e20, marks=pytest.mark.slow),
+])
+def test_bounded_pieces_stay_accurate_at_huge_variance(src, q):
+    """A bounded piece much narrower than s (hard-tanh's [−1, 1] at q = 1e20) is integrated by Gauss–Legendre:
+    the truncated-moment recurrence cancelled there (hard-tanh's diagonal came out −244 at q = 1e20)."""
+    k, sig = _from_source(src, True)
+    for a, b, r in ((q, q, 0.3), (q, 2.0 * q, -0.9), (q, q / 3, 0.999)):
+        c = r * math.sqrt(a * b)
+        for derivative, fn, diag in ((False, k.nngp, k.diag), (True, k.ntk_factor, k.ntk_diag)):
+            norm = math.sqrt(dual_reference(sig, a, a, a, derivative=derivative)
+                             * dual_reference(sig, b, b, b, derivative=derivative))
+            ref = dual_reference(sig, a, b, c, derivative=derivative)
+            assert abs(float(fn(a, c, b)) - ref) <= 1e-12 * norm, (src, a, c, b, derivative)
+            assert float(diag(a)) == pytest.approx(dual_reference(sig, a, a, a, derivative=derivative),
+                                                   rel=1e-12)
+
+
+def test_erfcx_float32_is_finite_and_accurate():
+    from dualact.runtime.quadrature_1d import _erfcx
+
+    u = np.linspace(0.0, 60.0, 601)
+    got = np.asarray(_erfcx(jnp.asarray(u, jnp.float32)), np.float64)
+    ref = np.asarray(_erfcx(jnp.asarray(u, jnp.float64)))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)

@@ -2,25 +2,27 @@
 
 σ is given by its pieces between the kinks, each a sum of polynomial × e^{βx} terms (see
 :mod:`dualact.symbolic.conditional`), as plain data ``((lo, hi, ((β, (p_0, p_1, …)), …)), …)`` with ``None`` for
-∓∞. Then g(μ, s) = E[σ(μ + s z)] is evaluated in closed form (truncated Gaussian moments by the recurrence
-I_{n+1} = μ' I_n + n s² I_{n−1} + s(loⁿB(lo) − hiⁿB(hi)), with log_ndtr for the tails), and
+∓∞. Then g(μ, s) = E[σ(μ + s z)] is evaluated in closed form: truncated Gaussian moments by the recurrence
+I_{n+1} = μ' I_n + n s² I_{n−1} + s(loⁿB(lo) − hiⁿB(hi)), the Gaussian masses through the scaled complementary
+error function erfcx(u) = e^{u²} erfc(u), so that the exponent E of e^{βx} and the t²/2 of the tail never
+cancel (they grow like s²), and a bounded piece narrower than s/2 (where the recurrence cancels: hard-tanh's
+diagonal was 4e-7 off at q = 1e10) by a 12-node Gauss–Legendre rule in x. And
 
     T(q11, q12, q22) = E_z[σ(√q11 z)·g(c z, s)],   c = q12/√q11,   s = √((q11 q22 − q12²)/q11),
 
 is a composite Gauss–Legendre rule (14 nodes per panel) on z ∈ [−L, L]: a static grid of 8 panels, plus
 panel edges at the kinks of σ(√q11 z) (z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges
 k/c, k/c ± w/4, k/c ± w with w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). Where σ has exponential
-pieces e^{βx}, whose own scale 1/|β| in x is 1/(|β|√q11) in z and shrinks as the variance grows, both centres
-also get edges at distances 2/|β|, 8/|β| and 32/|β| in x (k/√q11 ± X/(|β|√q11) and k/c ± X/(|β c|)), graded so
-that no panel holds more than a factor e^{−24} of decay: without them the panels did not resolve the
-exponential above q ≈ 1e4 (ELU's NTK factor was 1e-4 off at q = 1e7), and with edges at 2/|β| and 16/|β|
-only, the e^{−16} left at the outer edge still cost 2e-10 near ρ = −1. Measured against a rule with 48
-nodes per panel and edges every factor 2 (3000 random entries, variances 1e-3..1e8, ρ up to 1 − 1e-8):
-normalised errors below 1e-14 (ELU, SELU, shifted ReLU, hard-tanh's NNGP apart from 1.5e-12 of rounding in
-g at s ~ 1e4). Cost: 364 integrand evaluations per entry for ELU/SELU, 196 for one kink without exponentials.
-The number of edges is static (shapes do not depend on
-the values), edges are clipped into [−L, L] and sorted, and zero-width panels carry zero weight. At s = 0
-(ρ = ±1, exactly 0 under jit thanks to :func:`~dualact.runtime.numerics.sqrt_gram_det`) g(μ, 0) = σ(μ).
+pieces e^{βx}, whose own scale 1/abs(β) in x is 1/(abs(β)·√q11) in z and shrinks as the variance grows, both
+centres also get edges at distances 2, 8 and 32 times 1/abs(β) in x, graded so that no panel holds more than a
+factor e^{−24} of decay: without them the panels did not resolve the exponential above q ≈ 1e4 (ELU's NTK
+factor was 1e-4 off at q = 1e7), and with edges at 2 and 16 times 1/abs(β) only, the e^{−16} left at the outer
+edge still cost 2e-10 near ρ = −1. Measured against a rule with 48 nodes per panel and edges every factor 2
+(3000 random entries, variances 1e-3..1e8, ρ up to 1 − 1e-8): normalised errors below 1e-14 (ELU, SELU,
+shifted ReLU, hard-tanh). Cost: 364 integrand evaluations per entry for ELU/SELU, 196 for one kink without
+exponentials. The number of edges is static (shapes do not depend on the values), edges are clipped into
+[−L, L] and sorted, and zero-width panels carry zero weight. At s = 0 (ρ = ±1, exactly 0 under jit thanks to
+:func:`~dualact.runtime.numerics.sqrt_gram_det`) g(μ, 0) = σ(μ).
 
 The diagonal and the zero-variance means are closed forms: E[σ(√q z)²] = g_{σ²}(0, √q) and
 E[σ(√q z)] = g_σ(0, √q) (σ(0) at q = 0). Zero variance gives T = E[σ(u)]·E[σ(v)].
@@ -53,6 +55,12 @@ _TAIL_SPAN = 40.0  # that window is [t, t + 40/t]: e^{−40} ≈ 4e-18 of the in
 _LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/abs(c)
 _EXP_EDGES = (2.0, 8.0, 32.0)  # extra edges at these distances·1/|β| (in x) from each kink, for pieces e^{βx}
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_SQRT_PI = math.sqrt(math.pi)
+_ERFCX_SWITCH = 20.0
+_NARROW = 0.5  # a bounded piece narrower than s/2 is integrated by Gauss–Legendre (see _narrow_piece)
+_NARROW_RATE = 4.0  # … and if e^{βx} changes by at most e^4 across it
+_NARROW_XI, _NARROW_WI = (tuple(float(v) for v in a) for a in np.polynomial.legendre.leggauss(12))
 _TAIL = -30.0  # below this log Φ(t) is the asymptotic series (erfc would reach the subnormal range near −37)
 _TAIL_TERMS = 10  # (2k−1)!!/t^{2k} at t = −30: the 11th term is below 1e-19
 
@@ -87,6 +95,26 @@ def _log_ndtr_split(t):
         series = 1.0 - (2 * k - 1) * r * series
     tail = -jnp.log(-tt) - 0.5 * math.log(2.0 * math.pi) + jnp.log(series)
     return bulk, jnp.where(bulk, main, tail)
+
+
+def _erfcx(u):
+    """e^{u²}·erfc(u) for u ≥ 0, to about eps·u² relative (the rounding of u² in the exponent).
+
+    e^{u²}·erfc(u) below u = 20 in float64 (erfc(20) ≈ 5e-176 is far from the subnormal range; 8 in float32,
+    where e^{u²} overflows beyond u ≈ 9.4), else the asymptotic series 1/(u√π)·Σ_k (−1)^k (2k−1)!!/(2u²)^k (its
+    11th term is below 1e-19 at u = 20 and 1e-12 at u = 8); both branches see clamped arguments (double-where).
+    ``jax.scipy.special.erfcx`` is not used: it returns 0 for u in (26.55, 26.64), where erfc underflows just
+    below its switch to the series (jax 0.10).
+    """
+    switch = min(_ERFCX_SWITCH, math.sqrt(math.log(float(jnp.finfo(u.dtype).max))) - 1.0)
+    bulk = u < switch
+    ub = jnp.where(bulk, u, 0.0)
+    ut = jnp.where(bulk, switch, u)
+    r = 0.5 / (ut * ut)
+    series = jnp.ones_like(ut)
+    for k in range(_TAIL_TERMS, 0, -1):
+        series = 1.0 - (2 * k - 1) * r * series
+    return jnp.where(bulk, jnp.exp(ub * ub) * erfc(ub), series / (ut * _SQRT_PI))
 
 
 def _floats(*args):
@@ -126,14 +154,19 @@ def piecewise(pieces, x):
 def _mass(E, tl, th, lo, hi, tail_exponent):
     """e^E·(Φ(th) − Φ(tl)) without overflow or cancellation in the tails.
 
-    E and t²/2 grow like s² and cancel in E + log Φ(t) (an absolute error of eps·s² in the exponent: garbage
-    for variances beyond ~1e16). In the tail branch of log Φ the exact difference ``tail_exponent(x0)`` =
-    E − t²/2, for t = ±(x0 − μ')/s at the end x0, replaces them.
+    E and t²/2 grow like s² and cancel in e^E·Φ(t) for t < 0 (an absolute error of eps·s² in the exponent:
+    garbage for variances beyond ~1e16). There e^E·Φ(t) = e^{E − t²/2}·½ erfcx(|t|/√2), with the exact
+    difference ``tail_exponent(x0)`` = E − t²/2 (t = ±(x0 − μ')/s at the end x0) and the scaled complementary
+    error function erfcx(u) = e^{u²} erfc(u), which keeps its relative accuracy for every u ≥ 0 (one erfc and
+    two exponentials per end, against an erfc and three logarithms for log Φ).
     """
 
     def term(t, x0):
-        bulk, rest = _log_ndtr_split(t)
-        return jnp.exp(jnp.where(bulk, E, tail_exponent(x0)) + rest)
+        neg = t < 0
+        u = jnp.abs(t) * _INV_SQRT_2
+        half = 0.5 * _erfcx(u)  # Φ(−|t|)·e^{t²/2}
+        base = jnp.where(neg, half, 1.0 - jnp.exp(-u * u) * half)
+        return jnp.exp(jnp.where(neg, tail_exponent(x0), E)) * base
 
     if lo is None and hi is None:
         return jnp.exp(E)
@@ -172,8 +205,29 @@ def conditional_mean(pieces, mu, s):
                 if bh is not None:
                     nxt = nxt - s * (hi**n) * bh
                 moments.append(nxt)
-            out = out + sum(c * m for c, m in zip(coeffs, moments, strict=True) if c)
+            value = sum(c * m for c, m in zip(coeffs, moments, strict=True) if c)
+            if lo is not None and hi is not None and abs(beta) * (hi - lo) <= _NARROW_RATE:  # see _narrow_piece
+                value = jnp.where((hi - lo) < _NARROW * s, _narrow_piece(lo, hi, beta, coeffs, mu, inv_s), value)
+            out = out + value
     return out
+
+
+def _narrow_piece(lo, hi, beta, coeffs, mu, inv_s):
+    """∫_lo^hi p(x)·e^{βx}·φ((x − μ)/s)/s dx by a 12-node Gauss–Legendre rule in x, for hi − lo < s/2.
+
+    There the upward recurrence for the truncated moments cancels (s²·I_{n−1} against the boundary terms: a
+    relative loss ~ (s/(hi − lo))^n, e.g. hard-tanh's diagonal was 4e-7 off at q = 1e10 and of the wrong sign
+    at 1e20), while the density varies slowly over the interval: its logarithm changes by |x − μ|·(hi − lo)/s²
+    ≤ 5 across it wherever |x − μ| ≤ 10 s, and e^{βx} by at most e^4 (``_NARROW_RATE``, checked statically):
+    12 nodes integrate e^{at} on [−1, 1] to rounding for |a| ≤ 5. Farther out the piece is below e^{−50} of
+    the density's peak.
+    """
+    half, mid = 0.5 * (hi - lo), 0.5 * (hi + lo)
+    total = 0.0
+    for xi, wi in zip(_NARROW_XI, _NARROW_WI, strict=True):
+        x0 = mid + half * xi
+        total = total + (wi * half * _poly(coeffs, x0)) * jnp.exp(beta * x0 - 0.5 * jnp.square((x0 - mu) * inv_s))
+    return total * inv_s * _INV_SQRT_2PI
 
 
 def _max_rate(pieces) -> float:
