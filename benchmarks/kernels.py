@@ -11,20 +11,22 @@ Cases (the issue's):
   double in ``tests/_duals.py``; XLA's CPU arctan2 is a scalar libm call).
 * ``fc_large``: n=20,000 fully connected (ReLU, depth 3), NNGP and NTK, computed in memory-bounded tiles
   (1 GiB working-set budget) into host memory.
-* ``fc_hermite``: Hermite-table catalog entries (tanh, SiLU, swish, ELU) through the layer API, FC depth 3,
+* ``fc_hermite``: Hermite-table catalog entries (tanh, SiLU, swish) through the layer API, FC depth 3,
   NNGP+NTK: ``after`` is the matrix path (per-input coefficients, an (n, n) Horner accumulator, adaptive
   number of terms) at n=1000 on the issue's inputs (set A, entries N(0, 1/256): per-layer variances ~0.01)
   and on inputs of norm √d (set D: variances ~2, where many more terms are needed); ``before`` is the
   previous elementwise path ((n, n, J) arrays), timed at n=200 only (it takes minutes beyond that),
   with the matrix path at n=200 beside it.
 * ``fc_hermite_large``: tanh at n=20,000 (set A), tiled like ``fc_large``.
+* ``fc_1d``: the one-dimensional tier's catalog entries (ELU, SELU, relu(x − ½): a Gauss–Legendre rule over
+  panels per kernel entry, column ``nodes``), FC depth 3, NNGP+NTK, set A, at n=200 and n=1000.
 
 Compile time = first call − best later call (the first call compiles every step; later calls hit the
 caches). All JAX devices are used (one on a plain CPU; ``--host-devices N`` splits the CPU into N XLA host
 devices, ``--xla_force_host_platform_device_count=N``, so the kernels shard over them; column ``devices``).
 Activations come from ``dualact.catalog`` when it has them, else from the closed-form test doubles (column ``source``).
 
-Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large,fc_hermite,fc_hermite_large]
+Usage: ``python benchmarks/kernels.py [--cases fc,fc_engine,myrtle5,fc_large,fc_hermite,fc_hermite_large,fc_1d]
 [--repeats 3] [--host-devices N]``.
 Results: ``benchmarks/results/kernels.json`` (``--results`` to choose another file; GPU runs go to
 ``kernels_gpu.json``) and a printed table.
@@ -63,8 +65,8 @@ HERMITE_ACTIVATIONS = {
     "tanh": "tanh(x)",
     "silu": "x/(1 + exp(-x))",
     "swish": "x/(1 + exp(-x))",
-    "elu": "Max(x, 0) + Min(exp(x) - 1, 0)",
 }
+ONE_DIMENSIONAL = ("elu", "selu", "relu_shifted")  # catalog entries of the one-dimensional tier (quadrature_1d)
 
 
 def _activation(name):
@@ -324,6 +326,25 @@ def bench_fc_hermite_large(repeats):
     ]
 
 
+def bench_fc_1d(repeats):
+    from dualact import catalog
+    from dualact import layers as L
+
+    rows = []
+    for name in ONE_DIMENSIONAL:
+        dual = catalog.get(name)
+        for n in (200, 1000):
+            x = _fc_inputs(n, "A")
+            net = L.fully_connected(3, 512, L.Activation(name), W_std=1.5, b_std=0.05)
+            reps = repeats if n <= 200 else 1  # n=1000 takes tens of seconds per call
+            r = _time(lambda net=net, x=x: net.kernel_fn(x, None, ("nngp", "ntk")), reps)
+            nodes = dual.derivation.accuracy["nodes"]
+            rows.append({"case": "fc_1d", "activation": f"{name} n={n} set A", "source": "catalog", "n": n,
+                         "d": 256, "inputs": "A", "nodes": nodes, **r})
+            print(f"  {rows[-1]['activation']}: {r['run_s']:.3f} s (compile {r['compile_s']:.1f} s)", flush=True)
+    return rows
+
+
 CASES = {
     "fc": bench_fc,
     "fc_engine": bench_fc_engine,
@@ -331,6 +352,7 @@ CASES = {
     "fc_large": bench_fc_large,
     "fc_hermite": bench_fc_hermite,
     "fc_hermite_large": bench_fc_hermite_large,
+    "fc_1d": bench_fc_1d,
 }
 
 
@@ -347,6 +369,8 @@ def _table(rows):
             note = "unavailable: " + r.get("error", "")[:80]
         if "target_s" in r and "run_s" in r:
             note = f"target < {r['target_s']} s"
+        if "nodes" in r:
+            note = f"{r['nodes']} quadrature nodes per entry"
         if r.get("case") in ("fc_large", "fc_hermite_large"):
             note = f"{r['output_gib']:.1f} GiB output, tiled"
         src = r.get("source", "")
