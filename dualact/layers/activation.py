@@ -147,7 +147,7 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
     if k.nngp is not None:  # cross kernel
         q11, q22 = outer_variances(var1, var2, 2)
         args = (q11, k.nngp, q22, k.ntk if want_ntk else None, k.coincident_mask())
-        symmetric = k.x1_is_x2 and k.pair_mask is None and k.n_spatial == 0 and k.nngp.ndim == 2
+        symmetric = k.x1_is_x2 and k.pair_mask is None and k.n_spatial == 0
         if symmetric and getattr(dual, "method", None) in _FOLDED_METHODS:
             nngp, ntk = _folded_symmetric(pointwise, *args[:4])
         else:
@@ -180,10 +180,9 @@ def _folded_symmetric(pointwise, q11, q12, q22, ntk):
     h = n // 2 + 1
     rows = jnp.arange(n)[:, None]
     cols = (rows + jnp.arange(h)[None, :]) % n  # (n, h): column j = i + d of the folded entry (i, d)
-    q11_f = jnp.broadcast_to(jnp.reshape(q11, (n, 1)), (n, h))
     q22_f = jnp.reshape(q22, (n,))[cols]
     ntk_f = None if ntk is None else jnp.take_along_axis(ntk, cols, axis=1)
-    t, out = pointwise(q11_f, jnp.take_along_axis(q12, cols, axis=1), q22_f, ntk_f, cols == rows)
+    t, out = pointwise(jnp.reshape(q11, (n, 1)), jnp.take_along_axis(q12, cols, axis=1), q22_f, ntk_f, cols == rows)
     ii, jj = rows, jnp.arange(n)[None, :]
     d = (jj - ii) % n
     near = (d < n - d) | ((d == n - d) & (ii < jj))  # offset d ≤ n//2 (d = n/2: read from the upper row)

@@ -61,40 +61,32 @@ _ERFCX_SWITCH = 20.0
 _NARROW = 0.5  # a bounded piece narrower than s/2 is integrated by Gauss–Legendre (see _narrow_piece)
 _NARROW_RATE = 4.0  # … and if e^{βx} changes by at most e^4 across it
 _NARROW_XI, _NARROW_WI = (tuple(float(v) for v in a) for a in np.polynomial.legendre.leggauss(12))
-_TAIL = -30.0  # below this log Φ(t) is the asymptotic series (erfc would reach the subnormal range near −37)
-_TAIL_TERMS = 10  # (2k−1)!!/t^{2k} at t = −30: the 11th term is below 1e-19
+_TAIL_TERMS = 10  # terms of erfcx's asymptotic series (see _erfcx)
 
 
 def log_ndtr(t):
     """log Φ(t), accurate to about 1e-13 absolute (relative to t²/2 in the far tail) for every t.
 
-    One erfc and one log where t > −30 (erfc keeps its relative accuracy in the tail), else the asymptotic
-    series log Φ(t) = −t²/2 − log(−t√(2π)) + log Σ_k (−1)^k (2k−1)!!/t^{2k}. Both branches see clamped
-    arguments (double-where), so gradients are finite everywhere. It replaces ``jax.scipy.special.log_ndtr``,
-    which costs two erf/erfc pairs per call and is off by up to 4e-9 in log near t = −20, where it switches
-    to a three-term series.
+    log Φ(t) = log(½ erfcx(−t/√2)) − t²/2 for t < 0 and log1p(−e^{−t²/2}·½ erfcx(t/√2)) for t ≥ 0 (see
+    :func:`_normal_tail`), with finite gradients everywhere. It replaces ``jax.scipy.special.log_ndtr``, which
+    costs two erf/erfc pairs per call and is off by up to 4e-9 in log near t = −20, where it switches to a
+    three-term series.
 
     >>> import jax.numpy as jnp
     >>> round(float(jnp.exp(log_ndtr(jnp.array(0.0)))), 15)
     0.5
     """
-    bulk, rest = _log_ndtr_split(t)
-    return rest + jnp.where(bulk, 0.0, -0.5 * jnp.square(jnp.where(bulk, _TAIL, t)))
-
-
-def _log_ndtr_split(t):
-    """(bulk, r) with log Φ(t) = r where ``bulk`` (t > −30) and log Φ(t) = −t²/2 + r elsewhere, so that a
-    caller holding an exact form of E − t²/2 can add it without forming the huge, cancelling E and t²/2."""
     t = jnp.asarray(t)
-    bulk = t > _TAIL
-    main = jnp.log(0.5 * erfc(jnp.where(bulk, t, 0.0) * (-1.0 / math.sqrt(2.0))))
-    tt = jnp.where(bulk, _TAIL, t)
-    r = 1.0 / (tt * tt)
-    series = jnp.ones_like(tt)
-    for k in range(_TAIL_TERMS, 0, -1):
-        series = 1.0 - (2 * k - 1) * r * series
-    tail = -jnp.log(-tt) - 0.5 * math.log(2.0 * math.pi) + jnp.log(series)
-    return bulk, jnp.where(bulk, main, tail)
+    neg, decay, scaled = _normal_tail(t)
+    return jnp.where(neg, jnp.log(scaled) - 0.5 * t * t, jnp.log1p(-decay * scaled))
+
+
+def _normal_tail(t):
+    """(neg, e^{−t²/2}, Φ(−|t|)·e^{t²/2}) for Φ(t) = e^{−t²/2}·m where t < 0 (``neg``), 1 − e^{−t²/2}·m
+    elsewhere, with m = Φ(−|t|)·e^{t²/2} = ½ erfcx(|t|/√2) accurate for every t (it is ~1/(|t|√(2π)) in the
+    tail, where e^{−t²/2} underflows: callers with an exact exponent use m alone there)."""
+    u = jnp.abs(t) * _INV_SQRT_2
+    return t < 0, jnp.exp(-u * u), 0.5 * _erfcx(u)
 
 
 def _erfcx(u):
@@ -162,11 +154,8 @@ def _mass(E, tl, th, lo, hi, tail_exponent):
     """
 
     def term(t, x0):
-        neg = t < 0
-        u = jnp.abs(t) * _INV_SQRT_2
-        half = 0.5 * _erfcx(u)  # Φ(−|t|)·e^{t²/2}
-        base = jnp.where(neg, half, 1.0 - jnp.exp(-u * u) * half)
-        return jnp.exp(jnp.where(neg, tail_exponent(x0), E)) * base
+        neg, decay, scaled = _normal_tail(t)
+        return jnp.exp(jnp.where(neg, tail_exponent(x0), E)) * jnp.where(neg, scaled, 1.0 - decay * scaled)
 
     if lo is None and hi is None:
         return jnp.exp(E)
