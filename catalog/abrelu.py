@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:20cc841ba0823542e788772ad11c1522262cad028ecf6afd490503e39115de0a
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:20cc841ba0823542e788772ad11c1522262cad028ecf6afd490503e39115de0a
 """
 
 from __future__ import annotations

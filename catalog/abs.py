@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:d4e8e8a31847c94ff002ba2c21490e5d717aa72d5312469873f27128b0dacdcd
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:d4e8e8a31847c94ff002ba2c21490e5d717aa72d5312469873f27128b0dacdcd
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
 """
 
 from __future__ import annotations

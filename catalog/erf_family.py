@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:814523027c11406fe7d3b76eceac527e02c6a83bd1a68fba5ee580ab50d55c14
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:814523027c11406fe7d3b76eceac527e02c6a83bd1a68fba5ee580ab50d55c14
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:6114f310e506b95e0bbd6a060308d50a073816e6dca947b0fd729e10a62e4f86
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:6114f310e506b95e0bbd6a060308d50a073816e6dca947b0fd729e10a62e4f86
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:55e9d7bdbfcf29c7be7eb3f77c6082321a81f910e26e8ef19d92a6347e20deda
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:55e9d7bdbfcf29c7be7eb3f77c6082321a81f910e26e8ef19d92a6347e20deda
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:5a0899062ac2d7ce373da5c8716d341be41869fdd5ea86eb739052d0936d002f
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:5a0899062ac2d7ce373da5c8716d341be41869fdd5ea86eb739052d0936d002f
 """
 
 from __future__ import annotations

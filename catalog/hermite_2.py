@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:8040ca89c764fc24e8114d16ac9d2023375f756e814b977121850aa1b815b102
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:8040ca89c764fc24e8114d16ac9d2023375f756e814b977121850aa1b815b102
 """
 
 from __future__ import annotations

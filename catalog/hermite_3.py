@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:f23c9f137572e413b52dd99397395261ec94f9a0a0716e2083b1d1d9d8fba1fe
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:f23c9f137572e413b52dd99397395261ec94f9a0a0716e2083b1d1d9d8fba1fe
 """
 
 from __future__ import annotations

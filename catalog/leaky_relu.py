@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:9a9d1d56a9570efe232766dc71fa805c95d111303bc53c12e6536242d7f30aae
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:9a9d1d56a9570efe232766dc71fa805c95d111303bc53c12e6536242d7f30aae
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:3da7c2e0d82e86dce41d2643829dcd2ff3206e4fbb77dbc4e205c2b25ac05140
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:3da7c2e0d82e86dce41d2643829dcd2ff3206e4fbb77dbc4e205c2b25ac05140
 """
 
 from __future__ import annotations

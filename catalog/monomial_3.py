@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:e5b5349b11fc0abb46dee838a890f1c06365d285a8b711c7f3f725a8d1644530
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:e5b5349b11fc0abb46dee838a890f1c06365d285a8b711c7f3f725a8d1644530
 """
 
 from __future__ import annotations

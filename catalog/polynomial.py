@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:b8a0a9bab70c8a4e8bd60a43d11c516486f20784296b8d7f261cf6d4b919c931
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:b8a0a9bab70c8a4e8bd60a43d11c516486f20784296b8d7f261cf6d4b919c931
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Formulas ((u, v) ~ N(0, [[q11, q12], [q12, q22]]), ρ = q12/√(q11 q22)):
   σ(x) = sqrt(2)*sin(sqrt(2)*sqrt(gamma)*x + pi/4)
   σ'(x) = 2*sqrt(gamma)*cos(sqrt(2)*sqrt(gamma)*x + pi/4)
   E[σ(u)] = exp(-gamma*q)
-  E[σ'(u)] = sqrt(2)*exp(-gamma*q + I*atan2(0, gamma)/2)*sqrt(Abs(gamma))
+  E[σ'(u)] = sqrt(2)*sqrt(gamma)*exp(-gamma*q)
 
 Conventions:
   * Square roots that vanish at ρ = ±1 are clamped (safe_sqrt) and arcsin/arccos are written with atan2,
@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:f2bde2ecae1337902fa0ae1f84f3a905943af83ee760215a193e9f10d115ac56
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:94b8a119cfe53b68c2263f99e04add82431e81f6f38843b7bfe107cb9efd954f
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _ntk_mean(q, gamma):
     """E[σ'(u)] for u ~ N(0, q); σ'(0) at q = 0."""
     pos = q > 0
     q = jnp.where(pos, q, 1.0)
-    return jnp.where(pos, jnp.sqrt(2)*jnp.exp(-gamma*q + (1/2)*1j*jnp.arctan2(0, gamma))*jnp.sqrt(jnp.abs(gamma)), jnp.sqrt(2)*jnp.sqrt(gamma))
+    return jnp.where(pos, jnp.sqrt(2)*jnp.sqrt(gamma)*jnp.exp(-gamma*q), jnp.sqrt(2)*jnp.sqrt(gamma))
 
 
 def _nngp(q11, q12, q22, gamma):

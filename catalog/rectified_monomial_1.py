@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:9bf4431217da57eb1bc84f366caf3200e00b2f01bd361be8099e029e78deef65
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:9bf4431217da57eb1bc84f366caf3200e00b2f01bd361be8099e029e78deef65
 """
 
 from __future__ import annotations

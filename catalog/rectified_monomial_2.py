@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:1b221498ce312b245c0559701afb521f71a9b9cca99cb8980ed3527fa3e6c5d2
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:1b221498ce312b245c0559701afb521f71a9b9cca99cb8980ed3527fa3e6c5d2
 """
 
 from __future__ import annotations

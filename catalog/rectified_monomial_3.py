@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:6abfafdaa97bb70b2b5bc3cfa33b1d6ba36d349341e6490849f372b19fa3f5f0
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:6abfafdaa97bb70b2b5bc3cfa33b1d6ba36d349341e6490849f372b19fa3f5f0
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:74f52cce49e41caeea7f00f3f416ced639bbd56795cbda72e0619a08f33cbd50
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:74f52cce49e41caeea7f00f3f416ced639bbd56795cbda72e0619a08f33cbd50
 """
 
 from __future__ import annotations

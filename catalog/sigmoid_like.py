@@ -44,7 +44,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:ff5b125756464a4886689e6dc95c804795879b221aff30185748034f1d5c1a61
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:ff5b125756464a4886689e6dc95c804795879b221aff30185748034f1d5c1a61
 """
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ def _floats(*args):
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return (1/2)*jsp.erf((2500000000000000/6005140882929949)*x) + 1/2
+    return (1/2)*jsp.erf((0.4163099665332469)*x) + 1/2
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    return (2500000000000000/6005140882929949)*jnp.exp(-0.17331398823491317*x**2)/jnp.sqrt(jnp.pi)
+    return (0.4163099665332469)*jnp.exp(-0.17331398823491317*x**2)/jnp.sqrt(jnp.pi)
 
 
 def _mean(q):
@@ -91,11 +91,11 @@ def _ntk_mean(q):
     """E[σ'(u)] for u ~ N(0, q); σ'(0) at q = 0."""
     pos = q > 0
     q = jnp.where(pos, q, 1.0)
-    return jnp.where(pos, 2500000000000000/(jnp.sqrt(jnp.pi)*jnp.sqrt(1.25e+31*q + 3.6061717023836687e+31)), (2500000000000000/6005140882929949)/jnp.sqrt(jnp.pi))
+    return jnp.where(pos, (1/4)/(jnp.sqrt(jnp.pi)*jnp.sqrt((1/8)*q + 0.36061717023836687)), (0.4163099665332469)/jnp.sqrt(jnp.pi))
 
 
 def _nngp(q11, q12, q22):
-    return (1/2)*_num.safe_atan2(1.25e+31*q12, _num.safe_sqrt(4.507714627979586e+62*q11 + 4.507714627979586e+62*q22 + 1.5625e+62*_num.gram_det(q11, q12, q22) + 1.3004474347072728e+63))/jnp.pi + 1/4
+    return (1/2)*_num.safe_atan2((1/8)*q12, (1/10)*jnp.sqrt(10)*_num.safe_sqrt((0.4507714627979586)*q11 + (0.4507714627979586)*q22 + (5/32)*_num.gram_det(q11, q12, q22) + 1.3004474347072728))/jnp.pi + 1/4
 
 
 def nngp(q11, q12, q22):
@@ -107,7 +107,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return 6.25e+30/(jnp.pi*_num.safe_sqrt(4.507714627979586e+62*q11 + 4.507714627979586e+62*q22 + 1.5625e+62*_num.gram_det(q11, q12, q22) + 1.3004474347072728e+63))
+    return (1/16)*jnp.sqrt(10)/(jnp.pi*_num.safe_sqrt((0.4507714627979586)*q11 + (0.4507714627979586)*q22 + (5/32)*_num.gram_det(q11, q12, q22) + 1.3004474347072728))
 
 
 def ntk_factor(q11, q12, q22):
@@ -119,7 +119,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return (1/2)*_num.safe_atan2(1.25e+31*q, _num.safe_sqrt(9.015429255959172e+62*q + 1.3004474347072728e+63))/jnp.pi + 1/4
+    return (1/2)*_num.safe_atan2((1/8)*q, (1/10)*jnp.sqrt(10)*_num.safe_sqrt((0.9015429255959172)*q + 1.3004474347072728))/jnp.pi + 1/4
 
 
 def diag(q):
@@ -130,7 +130,7 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return (1040774916333117.4)/(jnp.pi*jnp.sqrt(2.5e+31*q + 3.6061717023836687e+31))
+    return (0.10407749163331173)/(jnp.pi*jnp.sqrt((1/4)*q + 0.36061717023836687))
 
 
 def ntk_diag(q):

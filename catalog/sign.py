@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:c902d193d1ff76b6eb9cd1796f34bfaaca03c5dd82a4ffda167b01e2993a9a13
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:c902d193d1ff76b6eb9cd1796f34bfaaca03c5dd82a4ffda167b01e2993a9a13
 """
 
 from __future__ import annotations

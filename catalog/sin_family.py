@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:8941726fcf06cbfe302fa512991b16aebb45a21b55f23c385a5b57bf58e6cd11
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:8941726fcf06cbfe302fa512991b16aebb45a21b55f23c385a5b57bf58e6cd11
 """
 
 from __future__ import annotations
@@ -97,7 +97,10 @@ def _ntk_mean(q, a, b, c):
 
 def _nngp(q11, q12, q22, a, b, c):
     t0 = b**2
-    return (1/2)*a**2*(jnp.exp(2*q12*t0) - jnp.cos(2*c))*jnp.exp(-t0*((1/2)*q11 + q12 + (1/2)*q22))
+    t1 = q12*t0
+    t2 = (1/2)*t0
+    t3 = q11*t2 + q22*t2
+    return (1/2)*a**2*(-jnp.exp(-t1 - t3)*jnp.cos(2*c) + jnp.exp(t1 - t3))
 
 
 def nngp(q11, q12, q22, *, a=None, b=None, c=None):
@@ -113,7 +116,10 @@ def nngp(q11, q12, q22, *, a=None, b=None, c=None):
 
 def _ntk_factor(q11, q12, q22, a, b, c):
     t0 = b**2
-    return (1/2)*a**2*t0*(jnp.exp(2*q12*t0) + jnp.cos(2*c))*jnp.exp(-t0*((1/2)*q11 + q12 + (1/2)*q22))
+    t1 = q12*t0
+    t2 = (1/2)*t0
+    t3 = q11*t2 + q22*t2
+    return a**2*t2*(jnp.exp(-t1 - t3)*jnp.cos(2*c) + jnp.exp(t1 - t3))
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None, c=None):

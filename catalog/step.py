@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 4, sympy 1.14.0, derivation sha256:c7a3480ede510fbb23e1818dec20578e49b15a933284e567999f870e34f4f4cb
+Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:c7a3480ede510fbb23e1818dec20578e49b15a933284e567999f870e34f4f4cb
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from dualact.errors import CatalogError
 from dualact.symbolic.derivation import Derivation
 from dualact.symbolic.symbols import q, q11, q12, q22, x
 
+from .balance import balance_constants
+from .exponentials import merge_exponentials
 from .printer import JaxCodePrinter
 from .stabilize import exact_gram, needs_custom_jvp, partials, stabilize, stabilize_pointwise
 from .template import (
@@ -44,7 +46,7 @@ from .template import (
     HERMITE_TABLE,
 )
 
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 """Bumped whenever the emitted text changes; ``dualact catalog check`` reports older modules as stale."""
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch (``$`` would accept a trailing newline)
@@ -111,7 +113,7 @@ class _Code:
 
     def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
         temps, reduced = sp.cse(
-            [sp.sympify(e) for e in exprs], symbols=sp.numbered_symbols(self.prefix), order="canonical"
+            [balance_constants(e) for e in exprs], symbols=sp.numbered_symbols(self.prefix), order="canonical"
         )
         return temps, reduced
 
@@ -238,7 +240,7 @@ class _ClosedFormEmitter:
 
     # -- E[σ(u)] helpers for zero variance ---------------------------------------------------------------
     def mean_fn(self, fname: str, expr, at_zero, doc: str) -> None:
-        lines, (out,) = self.code.body([expr], "q", (q,))
+        lines, (out,) = self.code.body([merge_exponentials(expr)], "q", (q,))
         zero = self.code.expr(at_zero)
         self.blocks.append(
             "\n".join(
@@ -256,7 +258,7 @@ class _ClosedFormEmitter:
     # -- kernel functions --------------------------------------------------------------------------------
     def inner(self, fname: str, expr, variables: tuple) -> None:
         vnames = ", ".join(v.name for v in variables)
-        stab = stabilize(expr)
+        stab = stabilize(merge_exponentials(expr))
         like = variables[1].name if len(variables) == 3 else variables[0].name
         lines, (out,) = self.code.body([exact_gram(stab)], like, variables)
         head = [f"def {fname}({vnames}{self.pargs}):"]

@@ -130,13 +130,14 @@ class JaxCodePrinter(JaxPrinter):
         return repr(float(expr))
 
     def _print_Integer(self, expr):
-        # beyond 2**53 an integer literal is no longer exact in float64, and beyond int64 JAX rejects it
-        if abs(int(expr)) > 2**53:
+        # JAX parses a bare Python int as int32 unless jax_enable_x64 is set, and rejects one beyond it
+        # (an OverflowError under jit); floats are exact up to 2**53 and safe beyond
+        if abs(int(expr)) > 2**31 - 1:
             return repr(float(expr))
         return super()._print_Integer(expr)
 
     def _print_Rational(self, expr):
-        if max(abs(int(expr.p)), int(expr.q)) > 2**53:
+        if max(abs(int(expr.p)), int(expr.q)) > 2**31 - 1:  # as a float, like the integers above
             return repr(float(expr))
         return super()._print_Rational(expr)
 

@@ -54,7 +54,7 @@ from .verify import verify_closed_form
 
 __all__ = ["ENGINE_VERSION", "cache_dir", "derive", "hermite_table"]
 
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 TIME_BUDGET = 60.0  # seconds for a whole derivation
 _HERMITE_TOL = 1e-10
 _HERMITE_S_EXTEND = 1e4  # Hermite tables run (uncertified, same J) up to s = 1e4, i.e. variances up to 1e8
@@ -167,8 +167,27 @@ def _simplify(e: sp.Expr, seconds: float) -> sp.Expr:
 
 
 def _real_form(e: sp.Expr) -> sp.Expr:
-    """Complex exponentials from the Gaussian-class rule (sin, cos, phases) back to real trigonometric form."""
-    return _simplify(sp.expand_complex(e), 5.0) if e.has(sp.I) else e
+    """Complex exponentials from the Gaussian-class rule (sin, cos, phases) back to real trigonometric form.
+
+    The roots in these formulas are powers of determinants such as (1 + 2q11)(1 + 2q22) − 4q12², positive on
+    the covariance cone but of unknown sign to SymPy, whose ``expand_complex`` would write each as a modulus
+    and half an ``atan2(0, ·)`` phase (and keep an imaginary part that vanishes only numerically: Gabor's
+    NTK factor came out complex-valued). They are frozen into positive symbols first, so that only the
+    complex exponentials are split, and the real part is kept. A root of a negative quantity would make this
+    wrong; the verification gate then rejects the formula.
+    """
+    if not e.has(sp.I):
+        return e
+    roots: dict[sp.Expr, sp.Dummy] = {}
+
+    def is_root(p) -> bool:
+        return p.is_Pow and p.exp.is_Rational and not p.exp.is_Integer and not p.base.has(sp.I)
+
+    def freeze(p):
+        return roots.setdefault(p, sp.Dummy("root", positive=True))
+
+    real, _ = sp.expand_complex(e.replace(is_root, freeze)).as_real_imag()
+    return _simplify(real.xreplace({d: p for p, d in roots.items()}), 5.0)
 
 
 def _mean(expr: sp.Expr) -> sp.Expr | None:

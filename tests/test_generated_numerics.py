@@ -1,0 +1,133 @@
+"""Generated code in float32 and without jax_enable_x64, real-valued kernels, and products of exponentials.
+
+Three defects found together: decimal coefficients became 16-digit rationals whose integer literals JAX
+rejects without x64 and whose cleared denominators (1.25e+31·q12, 4.5e+62·q11) are ``inf`` in float32;
+Gaussian × trigonometric activations (Gabor, RBF, e^{−x²/2}·sin 3x) had complex-valued NTK factors and
+means (``atan2(0, ·)`` phases from SymPy's expand_complex); and E[sin(bu + c) sin(bv + c)] was written as
+(e^{2b²q12} − cos 2c)·e^{−b²(q11 + 2q12 + q22)/2}, ``inf·0 = NaN`` from q ≈ 100 (b = 3.3).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+
+import dualact
+from dualact.codegen.balance import balance_constants
+from dualact.codegen.exponentials import merge_exponentials
+from dualact.codegen.printer import jax_code
+from dualact.symbolic.quadrature import dual_reference
+from dualact.symbolic.symbols import q, q11, q12, q22
+
+CATALOG = pathlib.Path(dualact.catalog.__file__).parent
+POINTS = [(1.0, 0.5, 2.0), (0.3, -0.2, 0.5), (2.5, 2.4, 2.5)]  # (q11, q12, q22)
+
+
+def _literals(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            yield node.value
+
+
+def test_generated_literals_fit_int32_and_float32():
+    """No integer literal JAX would parse as an overflowing int32, no constant that is inf in float32."""
+    modules = sorted(CATALOG.glob("*.py"))
+    assert len(modules) > 40
+    for path in modules:
+        for v in _literals(path):
+            if isinstance(v, int):
+                assert abs(v) <= 2**31 - 1, (path.name, v)
+            else:
+                assert v == 0 or 1e-30 < abs(v) < 1e30, (path.name, v)
+
+
+def test_printer_writes_integers_beyond_int32_as_floats():
+    assert jax_code(sp.Integer(2**31) * q) == "2147483648.0*q"
+    assert jax_code(sp.Integer(2**31 - 1) * q) == "2147483647*q"
+    assert jax_code(sp.Rational(2500000000000000, 6005140882929949) * q) == "(0.4163099665332469)*q"
+
+
+def test_balance_constants_keeps_values_and_brings_scales_near_one():
+    from dualact.codegen.stabilize import safe_atan2, safe_sqrt
+
+    big = sp.Integer(125) * 10**29  # sigmoid_like's formula before: 1.25e+31·q12 and 4.5e+62·q11 ...
+    e = safe_atan2(big * q12, safe_sqrt(45 * 10**61 * (q11 + q22) + big**2 * (q11 * q22 - q12**2) + 13 * 10**62))
+    out = balance_constants(e)
+    numeric = [{"safe_atan2": np.arctan2, "safe_sqrt": lambda y: np.sqrt(np.maximum(y, 0.0))}, "numpy"]
+    f_in, f_out = (sp.lambdify((q11, q12, q22), f, modules=numeric) for f in (e, out))
+    for p in POINTS:
+        assert f_out(*p) == pytest.approx(f_in(*p), rel=1e-15)
+    assert max(abs(float(n)) for n in sp.preorder_traversal(out) if n.is_Number) < 1e5
+
+
+def test_merge_exponentials_keeps_values():
+    b = sp.Rational(33, 10)
+    e = (sp.exp(2 * b**2 * q12) - sp.cos(sp.Rational(1, 5))) * sp.exp(-(b**2) * (q11 + 2 * q12 + q22) / 2) / 2
+    out = merge_exponentials(e)
+    assert all(not (a.is_Mul and sum(isinstance(f, sp.exp) for f in a.args) > 1) for a in sp.preorder_traversal(out))
+    f_in, f_out = sp.lambdify((q11, q12, q22), e), sp.lambdify((q11, q12, q22), out)
+    for p in POINTS:
+        assert f_out(*p) == pytest.approx(f_in(*p), rel=1e-13)
+    with np.errstate(all="ignore"):
+        assert np.isnan(f_in(100.0, 90.0, 100.0))  # inf·0 before
+    assert f_out(100.0, 90.0, 100.0) == pytest.approx(0.5 * np.exp(-10.89 * 20 / 2), rel=1e-12)
+
+
+def _values(k, qs, dtype):
+    a, c, b = (jnp.asarray(v, dtype) for v in qs)
+    return np.array([k.nngp(a, c, b), k.ntk_factor(a, c, b), k.diag(a), k.diag(b), k.ntk_diag(a), k.ntk_diag(b)],
+                    dtype=np.float64)
+
+
+@pytest.mark.parametrize("name_or_expr", ["sigmoid_like", "erf(0.4163*x)", "0.7*x*erf(x/2.4)/2 + 0.35*x"])
+def test_decimal_coefficients_work_in_float32_without_x64(name_or_expr):
+    k = dualact.catalog.get(name_or_expr) if name_or_expr.isidentifier() else dualact.derive(name_or_expr)
+    for qs in [(1e-3, 5e-4, 2e-3), (1.0, 0.5, 2.0), (1e4, -3e3, 2e4), (1e6, 9.9e5, 1e6)]:
+        with jax.enable_x64(False):
+            v32 = _values(k, qs, jnp.float32)
+        v64 = _values(k, qs, jnp.float64)
+        scale = np.sqrt([v64[2] * v64[3], v64[4] * v64[5]])  # normalised errors, as everywhere
+        np.testing.assert_allclose(v32[:2] / scale, v64[:2] / scale, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(v32[2:], v64[2:], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name_or_expr", ["gabor", "rbf", "exp(-x**2/2)*sin(3*x)", "sin(2*x + 1)*exp(-x**2/4)"])
+def test_gaussian_times_trigonometric_kernels_are_real(name_or_expr):
+    if name_or_expr.isidentifier():
+        k = dualact.catalog.get(name_or_expr)
+        sigma = k.derivation.activation.subs({sp.Symbol(n, real=True): v for n, v in k.defaults.items()})
+    else:
+        k = dualact.derive(name_or_expr)
+        sigma = sp.sympify(name_or_expr, locals={"x": dualact.symbolic.symbols.x})
+    for a, c, b in POINTS[:2]:
+        out = [k.nngp(a, c, b), k.ntk_factor(a, c, b), k.diag(a)]
+        assert all(o.dtype == jnp.float64 for o in out), [o.dtype for o in out]
+        ref = [dual_reference(sigma, a, b, c), dual_reference(sigma, a, b, c, derivative=True)]
+        scale = np.sqrt(dual_reference(sigma, a, a, a) * dual_reference(sigma, b, b, b))
+        np.testing.assert_allclose(np.array(out[:2]) / scale, np.array(ref) / scale, rtol=0, atol=1e-12)
+    if hasattr(k, "mean"):
+        assert k.mean(1.5).dtype == jnp.float64
+
+
+def test_sine_kernel_has_no_overflowing_exponential_products():
+    b, c = 3.3, 0.1
+    k = dualact.derive(f"sin({b}*x + {c})")
+
+    def exact(q11_, q12_, q22_):  # ½(e^{−b²(q11 − 2q12 + q22)/2} − cos 2c·e^{−b²(q11 + 2q12 + q22)/2})
+        return 0.5 * (np.exp(-(b**2) * (q11_ - 2 * q12_ + q22_) / 2)
+                      - np.cos(2 * c) * np.exp(-(b**2) * (q11_ + 2 * q12_ + q22_) / 2))
+
+    for qv in [1.0, 30.0, 100.0, 1e4, 1e8]:
+        qs = (qv, 0.9999 * qv, qv)
+        got = float(k.nngp(*qs))
+        assert got == pytest.approx(exact(*qs), rel=1e-12, abs=1e-300)
+        with jax.enable_x64(False):
+            v32 = _values(k, qs, jnp.float32)
+        assert np.all(np.isfinite(v32))
+        np.testing.assert_allclose(v32[0], exact(*qs), rtol=1e-4, atol=1e-6)
