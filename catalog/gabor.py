@@ -111,26 +111,35 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    t0 = 2*q11
-    t1 = 2*q22
-    t2 = _num.gram_det(q11, q12, q22)
-    t3 = 4*t2
-    t4 = t0 + t1 + t3 + 1
-    t5 = 4*q12
-    t6 = -q12
-    t7 = (1/2)*q11 + (1/2)*q22 + 2*t2
-    t8 = t6 + t7
-    t9 = 1/t4
-    t10 = q12 + t7
-    t11 = -1/t4
-    t12 = q11*q12
-    t13 = q12*q22
-    t14 = q12**2
-    t15 = q11*q22
-    t16 = q22**2
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = _r**2
+    t1 = 2*_r
+    t2 = q11*t1
+    t3 = q22*t1
+    t4 = _num.gram_det(q11, q12, q22)
+    t5 = 4*t4
+    t6 = t0 + t2 + t3 + t5
+    t7 = _r*q12
+    t8 = 4*t7
+    t9 = (1/2)*_r
+    t10 = q11*t9 + q22*t9 + 2*t4
+    t11 = t10 - t7
+    t12 = 1/t6
+    t13 = t10 + t7
+    t14 = -1/t6
+    t15 = q12**4
+    t16 = q12**2
     t17 = q11**2
-    t18 = 4*q12**4 - t0*t14 + t0*t16 - t1*t14 + t1*t17 - 8*t14*t15 + t14 + t15 + 4*t16*t17
-    return (2*t9*(q12 + t12 + t13 + t18)*jnp.exp(t11*t8) + 2*t9*(-t12 - t13 + t18 + t6)*jnp.exp(t10*t11) - 1/2*(t3 - t5 - 1)*jnp.exp(-t8*t9) - 1/2*(t3 + t5 - 1)*jnp.exp(-t10*t9))/_num.safe_sqrt(t4)**3
+    t18 = q22**2
+    t19 = q11*q22
+    t20 = 8*t16*t19
+    t21 = t16*t2
+    t22 = t16*t3
+    t23 = q12*t0
+    t24 = _r**3*q12 + q11*t23 + q22*t23
+    return (2*t12*(t0*t16 + t0*t19 + 4*t15 + 4*t17*t18 + t17*t3 + t18*t2 - t20 - t21 - t22 + t24)*jnp.exp(t11*t14) + 2*t12*(2*_r*q11*t18 + 2*_r*q22*t17 + q11*q22*t0 + t0*t16 + 4*t15 + 4*t17*t18 - t20 - t21 - t22 - t24)*jnp.exp(t13*t14) - 1/2*(-t0 + t5 - t8)*jnp.exp(-t11*t12) - 1/2*(-t0 + t5 + t8)*jnp.exp(-t12*t13))/(_s*_num.safe_sqrt(t6)**3)
 
 
 def ntk_factor(q11, q12, q22):

@@ -93,7 +93,10 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return q12/_num.safe_sqrt(q11 + q22 + _num.gram_det(q11, q12, q22) + 1)**3
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return q12/(_s**2*_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22))**3)
 
 
 def ntk_factor(q11, q12, q22):

@@ -110,9 +110,12 @@ def nngp(q11, q12, q22, *, a=None, b=None):
 
 
 def _ntk_factor(q11, q12, q22, a, b):
-    t0 = 2*b
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 2*_r*b
     t1 = 4*b**2
-    return a**2*q12*t1/_num.safe_sqrt(-q11*t0 - q22*t0 + t1*_num.gram_det(q11, q12, q22) + 1)**3
+    return a**2*q12*t1/(_s**2*_num.safe_sqrt(_r**2 - q11*t0 - q22*t0 + t1*_num.gram_det(q11, q12, q22))**3)
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None):

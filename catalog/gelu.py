@@ -88,14 +88,19 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = q11 + 1
-    t1 = _num.safe_sqrt(q22 + t0 + _num.gram_det(q11, q12, q22))
-    t2 = (1/2)/jnp.pi
-    t3 = q12**2
-    t4 = q11*q22
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = _r**2
+    t1 = _r*q11
+    t2 = _r*q22
+    t3 = _num.safe_sqrt(t0 + t1 + t2 + _num.gram_det(q11, q12, q22))
+    t4 = (1/2)/jnp.pi
     t5 = q22**2
     t6 = q11**2
-    return q12*t2*_num.safe_atan2(q12, t1) + (1/4)*q12 + t2*(q11*t5 + q22*t6 - t3*t4 + t3 + t4 + t5*t6)/(t0*t1*(q22 + 1))
+    t7 = q11*q22
+    t8 = q12**2
+    return _s*(q12*t4*_num.safe_atan2(q12, t3) + (1/4)*q12 + t4*(t0*t7 + t0*t8 + t1*t5 + t2*t6 + t5*t6 - t7*t8)/(t3*(_r + q11)*(_r + q22)))
 
 
 def nngp(q11, q12, q22):
@@ -107,13 +112,18 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    t0 = q11 + 1
-    t1 = _num.safe_sqrt(q22 + t0 + _num.gram_det(q11, q12, q22))
-    t2 = (1/2)/jnp.pi
-    t3 = q11**2
-    t4 = q22**2
-    t5 = q12**2
-    return q12*t2*(5*q11*q22 + q11*t4 - q11*t5 + 4*q11 + q22*t3 - q22*t5 + 4*q22 + t3 + t4 - 2*t5 + 3)/(t0*t1**3*(q22 + 1)) + t2*_num.safe_atan2(q12, t1) + 1/4
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = _r**2
+    t1 = _r*q11
+    t2 = _num.safe_sqrt(_r*q22 + t0 + t1 + _num.gram_det(q11, q12, q22))
+    t3 = (1/2)/jnp.pi
+    t4 = q11**2
+    t5 = q22**2
+    t6 = q12**2
+    t7 = 4*t0
+    return _r*q12*t3*(3*_r**3 + _r*t4 + _r*t5 - 2*_r*t6 + q11*t5 - q11*t6 + q11*t7 + 5*q22*t1 + q22*t4 - q22*t6 + q22*t7)/(t2**3*(_r + q11)*(_r + q22)) + t3*_num.safe_atan2(q12, t2) + 1/4
 
 
 def ntk_factor(q11, q12, q22):
@@ -138,9 +148,13 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    t0 = 2*q + 1
-    t1 = (1/2)/jnp.pi
-    return q*t1*(5*q + 3)/(jnp.sqrt(t0)**3*(q + 1)) + t1*_num.safe_atan2(q, _num.safe_sqrt(t0)) + 1/4
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    t0 = jnp.sqrt(_r)
+    t1 = _r + 2*q
+    t2 = (1/2)/jnp.pi
+    return q*t0*t2*(3*_r + 5*q)/(jnp.sqrt(t1)**3*(_r + q)) + t2*_num.safe_atan2(q, t0*_num.safe_sqrt(t1)) + 1/4
 
 
 def ntk_diag(q):

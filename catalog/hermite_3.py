@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dualact.runtime import numerics as _num
+
 NAME = 'hermite_3'
 KIND = 'activation'
 METHOD = 'closed_form'
@@ -81,8 +83,11 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = 3*q11
-    return (1/2)*q12*(2*q12**2 + q22*t0 - 3*q22 - t0 + 3)
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 3*_r
+    return (1/2)*_s**3*q12*(3*_r**2 + 3*q11*q22 - q11*t0 + 2*q12**2 - q22*t0)
 
 
 def nngp(q11, q12, q22):
@@ -107,7 +112,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return (1/2)*q*(5*q**2 - 6*q + 3)
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return (1/2)*_s**3*q*(3*_r**2 - 6*_r*q + 5*q**2)
 
 
 def diag(q):

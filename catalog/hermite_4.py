@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dualact.runtime import numerics as _num
+
 NAME = 'hermite_4'
 KIND = 'activation'
 METHOD = 'closed_form'
@@ -82,14 +84,19 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = (3/4)*q11
-    t1 = (3/4)*q22
-    t2 = q11**2
-    t3 = (3/8)*t2
-    t4 = 3*q12**2
-    t5 = q22**2
-    t6 = q11*t4
-    return (3/2)*q11*q22 + q12**4 - q22*t4 + q22*t6 - t0*t5 - t0 - t1*t2 - t1 + t3*t5 + t3 + t4 + (3/8)*t5 - t6 + 3/8
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = (3/4)*_r**3
+    t1 = 3*q12**2
+    t2 = _r*t1
+    t3 = q22**2
+    t4 = (3/4)*_r
+    t5 = q11**2
+    t6 = _r**2
+    t7 = q11*q22
+    t8 = (3/8)*t5
+    return _s**4*((3/8)*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + (3/8)*t3*t6 + t3*t8 + (3/2)*t6*t7 + t6*t8)
 
 
 def nngp(q11, q12, q22):
@@ -101,8 +108,11 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    t0 = 3*q11
-    return 2*q12*(2*q12**2 + q22*t0 - 3*q22 - t0 + 3)
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 3*_r
+    return 2*_s**3*q12*(3*_r**2 + 3*q11*q22 - q11*t0 + 2*q12**2 - q22*t0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -114,7 +124,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return (35/8)*q**4 - 15/2*q**3 + (21/4)*q**2 - 3/2*q + 3/8
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return _s**4*((3/8)*_r**4 - 3/2*_r**3*q + (21/4)*_r**2*q**2 - 15/2*_r*q**3 + (35/8)*q**4)
 
 
 def diag(q):
@@ -125,7 +138,10 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return 2*q*(5*q**2 - 6*q + 3)
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return 2*_s**3*q*(3*_r**2 - 6*_r*q + 5*q**2)
 
 
 def ntk_diag(q):

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dualact.runtime import numerics as _num
+
 NAME = 'hermite_5'
 KIND = 'activation'
 METHOD = 'closed_form'
@@ -84,14 +86,19 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = 30*q11
-    t1 = 30*q22
-    t2 = q11**2
-    t3 = 15*t2
-    t4 = 40*q12**2
-    t5 = q22**2
-    t6 = q11*t4
-    return (1/8)*q12*(60*q11*q22 + 8*q12**4 - q22*t4 + q22*t6 - t0*t5 - t0 - t1*t2 - t1 + t3*t5 + t3 + t4 + 15*t5 - t6 + 15)
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 30*_r**3
+    t1 = 40*q12**2
+    t2 = _r*t1
+    t3 = q22**2
+    t4 = 30*_r
+    t5 = q11**2
+    t6 = _r**2
+    t7 = q11*q22
+    t8 = 15*t5
+    return (1/8)*_s**5*q12*(15*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + 8*q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + 15*t3*t6 + t3*t8 + 60*t6*t7 + t6*t8)
 
 
 def nngp(q11, q12, q22):
@@ -103,14 +110,19 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    t0 = (15/4)*q11
-    t1 = (15/4)*q22
-    t2 = q11**2
-    t3 = (15/8)*t2
-    t4 = 15*q12**2
-    t5 = q22**2
-    t6 = q11*t4
-    return (15/2)*q11*q22 + 5*q12**4 - q22*t4 + q22*t6 - t0*t5 - t0 - t1*t2 - t1 + t3*t5 + t3 + t4 + (15/8)*t5 - t6 + 15/8
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = (15/4)*_r**3
+    t1 = 15*q12**2
+    t2 = _r*t1
+    t3 = q22**2
+    t4 = (15/4)*_r
+    t5 = q11**2
+    t6 = _r**2
+    t7 = q11*q22
+    t8 = (15/8)*t5
+    return _s**4*((15/8)*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + 5*q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + (15/8)*t3*t6 + t3*t8 + (15/2)*t6*t7 + t6*t8)
 
 
 def ntk_factor(q11, q12, q22):
@@ -122,7 +134,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return (1/8)*q*(63*q**4 - 140*q**3 + 130*q**2 - 60*q + 15)
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return (1/8)*_s**5*q*(15*_r**4 - 60*_r**3*q + 130*_r**2*q**2 - 140*_r*q**3 + 63*q**4)
 
 
 def diag(q):
@@ -133,7 +148,10 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return (175/8)*q**4 - 75/2*q**3 + (105/4)*q**2 - 15/2*q + 15/8
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return _s**4*((15/8)*_r**4 - 15/2*_r**3*q + (105/4)*_r**2*q**2 - 75/2*_r*q**3 + (175/8)*q**4)
 
 
 def ntk_diag(q):

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dualact.runtime import numerics as _num
+
 NAME = 'monomial_3'
 KIND = 'activation'
 METHOD = 'closed_form'
@@ -79,7 +81,10 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return 9*q11*q12*q22 + 6*q12**3
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return _s**3*(9*q11*q12*q22 + 6*q12**3)
 
 
 def nngp(q11, q12, q22):
@@ -103,7 +108,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return 15*q**3
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return 15*_s**3*q**3
 
 
 def diag(q):

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dualact.runtime import numerics as _num
+
 NAME = 'monomial_4'
 KIND = 'activation'
 METHOD = 'closed_form'
@@ -79,7 +81,10 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return 9*q11**2*q22**2 + 72*q11*q12**2*q22 + 24*q12**4
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return _s**4*(9*q11**2*q22**2 + 72*q11*q12**2*q22 + 24*q12**4)
 
 
 def nngp(q11, q12, q22):
@@ -91,7 +96,10 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return 144*q11*q12*q22 + 96*q12**3
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return _s**3*(144*q11*q12*q22 + 96*q12**3)
 
 
 def ntk_factor(q11, q12, q22):
@@ -103,7 +111,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return 105*q**4
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return 105*_s**4*q**4
 
 
 def diag(q):
@@ -114,7 +125,10 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return 240*q**3
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return 240*_s**3*q**3
 
 
 def ntk_diag(q):

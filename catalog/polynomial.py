@@ -41,6 +41,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dualact.errors import MissingParameterError
+from dualact.runtime import numerics as _num
 
 NAME = 'polynomial'
 KIND = 'activation'
@@ -99,10 +100,14 @@ def _ntk_mean(q, c0, c1, c2, c3):
 
 
 def _nngp(q11, q12, q22, c0, c1, c2, c3):
-    t0 = c0*c2
-    t1 = 3*c1*c3*q12
-    t2 = q11*q22
-    return c0**2 + c1**2*q12 + c2**2*(2*q12**2 + t2) + c3**2*(6*q12**3 + 9*q12*t2) + q11*t0 + q11*t1 + q22*t0 + q22*t1
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = _r**2
+    t1 = c0*c2*t0
+    t2 = 3*_r*c1*c3*q12
+    t3 = q11*q22
+    return _s**3*(_r**3*c0**2 + _r*c2**2*(2*q12**2 + t3) + c1**2*q12*t0 + c3**2*(6*q12**3 + 9*q12*t3) + q11*t1 + q11*t2 + q22*t1 + q22*t2)
 
 
 def nngp(q11, q12, q22, *, c0=None, c1=None, c2=None, c3=None):
@@ -135,8 +140,12 @@ def ntk_factor(q11, q12, q22, *, c0=None, c1=None, c2=None, c3=None):
 
 
 def _diag(q, c0, c1, c2, c3):
-    t0 = q**2
-    return c0**2 + 2*c0*c2*q + c1**2*q + 6*c1*c3*t0 + 3*c2**2*t0 + 15*c3**2*q**3
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    t0 = _r**2*q
+    t1 = _r*q**2
+    return _s**3*(_r**3*c0**2 + 2*c0*c2*t0 + c1**2*t0 + 6*c1*c3*t1 + 3*c2**2*t1 + 15*c3**2*q**3)
 
 
 def diag(q, *, c0=None, c1=None, c2=None, c3=None):

@@ -95,16 +95,22 @@ def _ntk_mean(q):
 
 @jax.custom_jvp
 def _nngp(q11, q12, q22):
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = q11*q22
     t1 = q12**2
     t2 = q12*(3*t0 + 2*t1)
     t3 = 1/jnp.pi
     t4 = _num.sqrt_gram_det(q11, q12, q22)
-    return (3/2)*t2*t3*_num.safe_atan2(q12, t4) + (3/4)*t2 + (1/2)*t3*t4*(4*t0 + 11*t1)
+    return _s**3*((3/2)*t2*t3*_num.safe_atan2(q12, t4) + (3/4)*t2 + (1/2)*t3*t4*(4*t0 + 11*t1))
 
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22 = primals
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = q11*q22
     t1 = q12**2
     t2 = q12*(3*t0 + 2*t1)
@@ -113,17 +119,18 @@ def _nngp_jvp(primals, tangents):
     t5 = t3*t4
     t6 = (1/2)*t5
     t7 = _num.safe_atan2(q12, t4)
-    t8 = q12*q22
-    t9 = 9*jnp.pi
-    t10 = 18*t7
-    t11 = (1/4)*t3
-    t12 = t6*(6*t0 + 3*t1)
-    t13 = q11*q12
-    value = (3/2)*t2*t3*t7 + (3/4)*t2 + t6*(4*t0 + 11*t1)
+    t8 = _s**2
+    t9 = q12*q22
+    t10 = 9*jnp.pi
+    t11 = 18*t7
+    t12 = (1/4)*t3
+    t13 = t6*(6*t0 + 3*t1)
+    t14 = q11*q12
+    value = _s**3*((3/2)*t2*t3*t7 + (3/4)*t2 + t6*(4*t0 + 11*t1))
     partials = (
-        t11*(t10*t8 + t8*t9) + t12/q11,
-        (27/2)*q12*t5 + t11*(t0*t10 + t0*t9 + 36*t1*t7 + 18*jnp.pi*t1),
-        t11*(t10*t13 + t13*t9) + t12/q22,
+        t8*(t12*(t10*t9 + t11*t9) + t13/q11),
+        t8*((27/2)*q12*t5 + t12*(t0*t10 + t0*t11 + 36*t1*t7 + 18*jnp.pi*t1)),
+        t8*(t12*(t10*t14 + t11*t14) + t13/q22),
     )
     return value, _tangent(value, partials, tangents)
 
@@ -182,7 +189,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return (15/2)*q**3
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return (15/2)*_s**3*q**3
 
 
 def diag(q):

@@ -34,6 +34,7 @@ from dualact.symbolic.symbols import q, q11, q12, q22, x
 from .balance import balance_constants
 from .exponentials import merge_exponentials
 from .printer import JaxCodePrinter
+from .scaling import RECIPROCAL, SCALE, rescale_all
 from .stabilize import exact_gram, needs_custom_jvp, partials, stabilize, stabilize_pointwise
 from .template import (
     CONVENTION_AE,
@@ -256,16 +257,35 @@ class _ClosedFormEmitter:
         )
 
     # -- kernel functions --------------------------------------------------------------------------------
+    def _rescaled(self, exprs: list, variables: tuple) -> tuple[list, list[str], tuple]:
+        """The expressions in rescaled variances where their degrees call for it (see scaling.py): the
+        expressions, the lines that rebind the variances, and the array symbols."""
+        scaled = rescale_all(exprs, variables)
+        if scaled is None:
+            return exprs, [], variables
+        names = ", ".join(v.name for v in variables)
+        diag = variables[::2] if len(variables) == 3 else variables
+        lines = [
+            f"    _s = _num.variance_scale({', '.join(v.name for v in diag)})",
+            "    _r = 1/_s",
+            f"    {names} = {', '.join(f'_r*{v.name}' for v in variables)}",
+        ]
+        return scaled, lines, (*variables, SCALE, RECIPROCAL)
+
     def inner(self, fname: str, expr, variables: tuple) -> None:
         vnames = ", ".join(v.name for v in variables)
         stab = stabilize(merge_exponentials(expr))
         like = variables[1].name if len(variables) == 3 else variables[0].name
-        lines, (out,) = self.code.body([exact_gram(stab)], like, variables)
+        (value_expr,), prefix, arrays = self._rescaled([exact_gram(stab)], variables)
+        lines, (out,) = self.code.body([value_expr], like, arrays)
+        lines = prefix + lines
         head = [f"def {fname}({vnames}{self.pargs}):"]
         if len(variables) == 3 and needs_custom_jvp(stab, self.psyms):
             wrt = list(variables) + list(self.psyms)
             derivs, _ = partials(stab, wrt, self.psyms)
-            jlines, outs = self.code.body([exact_gram(e) for e in (stab, *derivs)], like, variables)
+            all_exprs, jprefix, jarrays = self._rescaled([exact_gram(e) for e in (stab, *derivs)], variables)
+            jlines, outs = self.code.body(all_exprs, like, jarrays)
+            jlines = jprefix + jlines
             value, *douts = outs
             self.uses_tangent = True
             self.blocks.append("\n".join(["@jax.custom_jvp", *head, *lines, f"    return {out}"]))

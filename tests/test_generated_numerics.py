@@ -131,3 +131,43 @@ def test_sine_kernel_has_no_overflowing_exponential_products():
             v32 = _values(k, qs, jnp.float32)
         assert np.all(np.isfinite(v32))
         np.testing.assert_allclose(v32[0], exact(*qs), rtol=1e-4, atol=1e-6)
+
+
+def _mp_reference(expr, point, wrt=None):
+    """The engine's SymPy formula evaluated in 50-digit mpmath (independent of the generated code)."""
+    import mpmath
+
+    e = expr if wrt is None else sp.diff(expr, wrt)
+    with mpmath.workdps(50):
+        return float(mpmath.re(sp.lambdify((q11, q12, q22), e, "mpmath")(*(mpmath.mpf(v) for v in point))))
+
+
+@pytest.mark.parametrize("name", ["gelu", "gabor", "hermite_3", "rectified_monomial_3"])
+def test_rescaled_formulas_match_the_symbolic_ones_at_any_magnitude(name):
+    """Formulas with polynomials of degree > 2 are evaluated in variances scaled by a power of four
+    (codegen/scaling.py): GeLU was NaN from q ≈ 1e77 (float64) and q ≈ 1e10 (float32)."""
+    k = dualact.catalog.get(name)
+    d = k.derivation
+    top = {"gelu": 150, "gabor": 6, "hermite_3": 100, "rectified_monomial_3": 100}[name]
+    for e in range(-3, top + 1, 7):
+        qv = 10.0**e
+        point = (qv, 0.6 * np.sqrt(2.0) * qv, 2.0 * qv)
+        for fn, expr in ((k.nngp, d.nngp), (k.ntk_factor, d.ntk_factor)):
+            ref = _mp_reference(expr, point)
+            scale = np.sqrt(abs(_mp_reference(expr, (qv,) * 3) * _mp_reference(expr, (2 * qv,) * 3)))
+            assert abs(float(fn(*point)) - ref) <= 1e-12 * max(abs(ref), 1e-3 * scale), (e, fn)
+        grad = jax.grad(k.nngp, argnums=(0, 1, 2))(*point)
+        scale = np.sqrt(abs(_mp_reference(d.nngp, (qv,) * 3) * _mp_reference(d.nngp, (2 * qv,) * 3)))
+        for g, v in zip(grad, (q11, q12, q22), strict=True):
+            ref = _mp_reference(d.nngp, point, v)
+            assert abs(float(g) - ref) <= 1e-10 * max(abs(ref), 1e-3 * scale / qv), (e, v)
+
+
+def test_gelu_in_float32_at_large_variances():
+    k = dualact.catalog.get("gelu")
+    for qv in [1e8, 1e12, 1e20, 1e30]:
+        qs = (qv, 0.6 * np.sqrt(2.0) * qv, 2.0 * qv)
+        with jax.enable_x64(False):
+            v32 = _values(k, qs, jnp.float32)
+        v64 = _values(k, qs, jnp.float64)
+        np.testing.assert_allclose(v32, v64, rtol=2e-6)

@@ -58,6 +58,23 @@ def _power_of_two(n, dtype):
     return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(dtype)
 
 
+def variance_scale(*variances):
+    """s = 4^k, the largest power of four not above max(1, variances…), without gradient (exact).
+
+    Generated formulas with polynomials of high degree are evaluated in q/s and multiplied by s^D
+    (see :mod:`dualact.codegen.scaling`), which keeps q11²·q22² from overflowing where the result does not.
+
+    >>> float(variance_scale(0.5, 3.0)), float(variance_scale(1e10, 2.0)) == 4.0**16
+    (1.0, True)
+    """
+    dtype = jnp.result_type(*variances, float)
+    m = jnp.asarray(1.0, dtype)
+    for v in variances:
+        m = jnp.maximum(m, jnp.asarray(v, dtype))
+    k = (jnp.frexp(m)[1] - 1) >> 1  # m ∈ [2^(e−1), 2^e): k = floor((e − 1)/2)
+    return jax.lax.stop_gradient(_power_of_two(2 * k, dtype))
+
+
 @jax.custom_jvp
 def sqrt_gram_det(q11, q12, q22):
     """√max(q11·q22 − q12², 0) for variances of any magnitude the dtype can hold, exactly 0 at ρ = ±1.
