@@ -556,7 +556,8 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
         ms *= 2
     small = small[:, : _truncate_len(small, tol_cheb)[0]].copy()
     # 5. clamping error above the table
-    far, _ = _Coefficients(f, kinks, J, 10 * s_top)(np.array([2 * s_top, 10 * s_top]))
+    with np.errstate(all="ignore"):  # NaN where E[f(sz)²] overflows there (exponentially growing f)
+        far, _ = _Coefficients(f, kinks, J, 10 * s_top)(np.array([2 * s_top, 10 * s_top]))
     at_max = chebval_rows(big[-1], np.array([1.0]))[0]
     clamp = np.sqrt(np.sum((far - at_max) ** 2, axis=1))
     coarse_tail = _tails(chat)[:, J] if chat.shape[1] > J else np.zeros(chat.shape[0])
@@ -594,6 +595,25 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
             **extension,
         },
     )
+
+
+_FINITE_LIMIT = 1e290  # E[σ(sz)²] above this is treated as overflowing (the kernel multiplies two norms)
+
+
+def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241) -> float:
+    """The largest log-scale t ≤ t1 below which E[f(e^t z)²] stays finite for every f (t1 if it does)."""
+    t = np.linspace(t0, t1, probes)
+    with np.errstate(all="ignore"):
+        ok = np.ones(probes, bool)
+        for fn in fns:
+            E = hermite_coefficients_f64(fn, np.exp(t), 1, kinks)[1]
+            ok &= np.isfinite(E) & (E < _FINITE_LIMIT)
+    if ok.all():
+        return t1
+    bad = int(np.argmin(ok))
+    if bad == 0:
+        raise ValueError(f"E[σ(sz)²] is not finite in float64 at the smallest scale s = {math.exp(t0):.3g}")
+    return float(t[bad - 1])
 
 
 def build_table(
@@ -644,10 +664,13 @@ def build_table(
         raise ValueError(f"s_range must satisfy 0 < s_min < s_max, got {s_range}")
     t0, t_cert = math.log(s_lo), math.log(s_hi)
     t1 = math.log(max(s_hi, float(s_extend))) if s_extend is not None else t_cert
-    P = pieces if pieces is not None else max(1, int(math.ceil((t1 - t0) / 1.2)))
     deadline = start + time_budget
     f = lambdify_numpy(expr)
     fd = lambdify_numpy(derivative_expr)
+    t_top = _finite_scale_limit((f, fd), kinks, t0, t1)
+    if t_top < t1:  # σ grows exponentially (exp(0.7x) + tanh(x)): E[σ(sz)²] overflows float64 beyond e^{t_top}
+        t1, t_cert = t_top, min(t_cert, t_top)
+    P = pieces if pieces is not None else max(1, int(math.ceil((t1 - t0) / 1.2)))
     c_big, c_small, c_stats = _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
     d_big, d_small, d_stats = _build_one(fd, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
     meta = {
@@ -655,7 +678,7 @@ def build_table(
         "derivative": sp.srepr(derivative_expr),
         "kinks": list(kinks),
         "tol": float(tol),
-        "s_range": [s_lo, s_hi],
+        "s_range": [s_lo, math.exp(t_cert)],
         "s_extend": math.exp(t1),
         "max_terms": int(max_terms),
         "rho_certified": _RHO_CERT,

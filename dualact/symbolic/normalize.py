@@ -51,8 +51,20 @@ def _heaviside_through_zero(arg):
     return H(arg)
 
 
+def _is_exponential_power(e) -> bool:
+    """c**f(x) with a positive constant base c (2**x): an exponential in disguise."""
+    return e.is_Pow and e.base.is_positive and not e.base.has(x) and e.exp.has(x)
+
+
 def to_heaviside(expr: sp.Expr) -> sp.Expr:
-    """Rewrite Max, Min, Abs and sign into Heaviside form and canonicalise H(k·x)."""
+    """Rewrite Max, Min, Abs and sign into Heaviside form and canonicalise H(k·x); also write erfc(z) as
+    1 − erf(z) and c**f(x) as exp(f(x)·log c), the forms the closed-form tiers know.
+
+    >>> to_heaviside(sp.erfc(x) + 2**x)
+    exp(x*log(2)) - erf(x) + 1
+    """
+    expr = expr.replace(sp.erfc, lambda z: 1 - sp.erf(z))
+    expr = expr.replace(_is_exponential_power, lambda e: sp.exp(e.exp * sp.log(e.base)))
     expr = expr.replace(sp.Max, lambda *a: _fold(_max2, a))
     expr = expr.replace(sp.Min, lambda *a: _fold(_min2, a))
     expr = expr.replace(sp.Abs, lambda a: a * (2 * H(a) - 1))
