@@ -116,30 +116,24 @@ def _ntk_factor(q11, q12, q22):
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _r**2
     t1 = 2*_r
-    t2 = q11*t1
-    t3 = q22*t1
-    t4 = _num.gram_det(q11, q12, q22)
-    t5 = 4*t4
-    t6 = t0 + t2 + t3 + t5
-    t7 = _r*q12
-    t8 = 4*t7
-    t9 = (1/2)*_r
-    t10 = q11*t9 + q22*t9 + 2*t4
-    t11 = t10 - t7
-    t12 = 1/t6
-    t13 = t10 + t7
-    t14 = -1/t6
-    t15 = q12**4
-    t16 = q12**2
-    t17 = q11**2
-    t18 = q22**2
-    t19 = q11*q22
-    t20 = 8*t16*t19
-    t21 = t16*t2
-    t22 = t16*t3
-    t23 = q12*t0
-    t24 = _r**3*q12 + q11*t23 + q22*t23
-    return (2*t12*(t0*t16 + t0*t19 + 4*t15 + 4*t17*t18 + t17*t3 + t18*t2 - t20 - t21 - t22 + t24)*jnp.exp(t11*t14) + 2*t12*(2*_r*q11*t18 + 2*_r*q22*t17 + q11*q22*t0 + t0*t16 + 4*t15 + 4*t17*t18 - t20 - t21 - t22 - t24)*jnp.exp(t13*t14) - 1/2*(-t0 + t5 - t8)*jnp.exp(-t11*t12) - 1/2*(-t0 + t5 + t8)*jnp.exp(-t12*t13))/(_s*_num.safe_sqrt(t6)**3)
+    t2 = _num.gram_det(q11, q12, q22)
+    t3 = 4*t2
+    t4 = q11*t1 + q22*t1 + t0 + t3
+    t5 = _r*q12
+    t6 = 4*t5
+    t7 = 2*t2
+    t8 = (1/2)*_r
+    t9 = q11*t8 + q22*t8 + t7
+    t10 = -t5 + t9
+    t11 = 1/t4
+    t12 = t5 + t9
+    t13 = -1/t4
+    t14 = t2**2
+    t15 = t0*t2
+    t16 = _r*t7
+    t17 = q12*t0
+    t18 = _r**3*q12 + q11*t17 + q22*t17
+    return (2*t11*(2*_r*q11*t2 + 2*_r*q22*t2 + 2*q11*q22*t0 + 4*t14 - t15 - t18)*jnp.exp(t12*t13) + 2*t11*(2*q11*q22*t0 + q11*t16 + q22*t16 + 4*t14 - t15 + t18)*jnp.exp(t10*t13) - 1/2*(-t0 + t3 - t6)*jnp.exp(-t10*t11) - 1/2*(-t0 + t3 + t6)*jnp.exp(-t11*t12))/(_s*_num.safe_sqrt(t4)**3)
 
 
 def ntk_factor(q11, q12, q22):

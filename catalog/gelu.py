@@ -94,13 +94,11 @@ def _nngp(q11, q12, q22):
     t0 = _r**2
     t1 = _r*q11
     t2 = _r*q22
-    t3 = _num.safe_sqrt(t0 + t1 + t2 + _num.gram_det(q11, q12, q22))
-    t4 = (1/2)/jnp.pi
-    t5 = q22**2
-    t6 = q11**2
-    t7 = q11*q22
-    t8 = q12**2
-    return _s*(q12*t4*_num.safe_atan2(q12, t3) + (1/4)*q12 + t4*(t0*t7 + t0*t8 + t1*t5 + t2*t6 + t5*t6 - t7*t8)/(t3*(_r + q11)*(_r + q22)))
+    t3 = _num.gram_det(q11, q12, q22)
+    t4 = _num.safe_sqrt(t0 + t1 + t2 + t3)
+    t5 = (1/2)/jnp.pi
+    t6 = q11*q22
+    return _s*(q12*t5*_num.safe_atan2(q12, t4) + (1/4)*q12 + t5*(q11**2*t2 + q22**2*t1 - t0*t3 + 2*t0*t6 + t3*t6)/(t4*(_r + q11)*(_r + q22)))
 
 
 def nngp(q11, q12, q22):
@@ -117,13 +115,11 @@ def _ntk_factor(q11, q12, q22):
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _r**2
     t1 = _r*q11
-    t2 = _num.safe_sqrt(_r*q22 + t0 + t1 + _num.gram_det(q11, q12, q22))
-    t3 = (1/2)/jnp.pi
-    t4 = q11**2
-    t5 = q22**2
-    t6 = q12**2
-    t7 = 4*t0
-    return _r*q12*t3*(3*_r**3 + _r*t4 + _r*t5 - 2*_r*t6 + q11*t5 - q11*t6 + q11*t7 + 5*q22*t1 + q22*t4 - q22*t6 + q22*t7)/(t2**3*(_r + q11)*(_r + q22)) + t3*_num.safe_atan2(q12, t2) + 1/4
+    t2 = _num.gram_det(q11, q12, q22)
+    t3 = _num.safe_sqrt(_r*q22 + t0 + t1 + t2)
+    t4 = (1/2)/jnp.pi
+    t5 = 4*t0
+    return _r*q12*t4*(3*_r**3 + _r*q11**2 + _r*q22**2 + 2*_r*t2 + q11*t2 + q11*t5 + 3*q22*t1 + q22*t2 + q22*t5)/(t3**3*(_r + q11)*(_r + q22)) + t4*_num.safe_atan2(q12, t3) + 1/4
 
 
 def ntk_factor(q11, q12, q22):

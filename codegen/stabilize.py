@@ -80,10 +80,12 @@ def exact_gram(expr: sp.Expr) -> sp.Expr:
 
     * A clamped root of a constant multiple k·(q11·q22 − q12²) becomes ``√k·sqrt_gram_det(q11, q12, q22)``
       (no product q11·q22 is formed: any representable variances).
-    * Any other polynomial sum whose q11·q22 and q12² coefficients are k and −k, in a radicand or a
-      denominator (erf, GeLU, Gaussian, Gabor kernels: (1 + 2q11)(1 + 2q22) − 4q12², ...), becomes
-      ``k·gram_det(q11, q12, q22) + rest``. Written out, XLA contracts q11·q22 − q12² into a fused
-      multiply-add whose rounding error, ~1e-16·q², swamps the rest near ρ = ±1 once q is large.
+    * Any other polynomial sum in which the determinant cancels leading terms, in a radicand, a denominator
+      or a numerator (erf, GeLU, Gaussian, Gabor kernels: (1 + 2q11)(1 + 2q22) − 4q12² = 4·gram_det + …;
+      Gabor's NTK factor has 4(q11·q22 − q12²)² + … of degree 4), is reduced modulo
+      q12² = q11·q22 − gram_det. Written out, XLA contracts q11·q22 − q12² into a fused multiply-add whose
+      rounding error, ~1e-16·q², swamps the rest near ρ = ±1 once q is large (Gabor's NTK factor on the
+      diagonal was 100% off at q = 1e8).
 
     Applied last, just before printing (after :func:`partials`, which needs the plain radicands).
     """
@@ -91,15 +93,24 @@ def exact_gram(expr: sp.Expr) -> sp.Expr:
         return None
 
     def grouped(poly_expr):
-        """``k·gram_det + rest`` if the polynomial's q11·q22 and q12² coefficients are k and −k, else None."""
+        """The polynomial reduced modulo q12² = q11·q22 − gram_det, where that lowers the degree of the part
+        without gram_det (the q11·q22 and q12² terms cancel, as in k·(q11·q22 − q12²) + rest), else None."""
         try:
             poly = sp.Poly(sp.expand(poly_expr), q11, q12, q22)
         except sp.PolynomialError:
             return None
-        k = poly.coeff_monomial(q11 * q22)
-        if k == 0 or sp.expand(k + poly.coeff_monomial(q12**2)) != 0:
+        if poly.degree(q12) < 2:
             return None
-        return k * gram_det(q11, q12, q22) + sp.expand(poly_expr - k * _DET)
+        det = gram_det(q11, q12, q22)
+        reduced = sp.expand(sp.Add(*[
+            c * q11**i * q22**k * q12 ** (j % 2) * (q11 * q22 - det) ** (j // 2)
+            for (i, j, k), c in poly.terms()
+        ]))
+        try:
+            plain = sp.Poly(reduced.subs(det, 0), q11, q12, q22)
+        except sp.PolynomialError:
+            return None
+        return reduced if plain.is_zero or plain.total_degree() < poly.total_degree() else None
 
     def rewrite_root(root):
         arg = root.args[0]

@@ -134,11 +134,12 @@ def test_sine_kernel_has_no_overflowing_exponential_products():
 
 
 def _mp_reference(expr, point, wrt=None):
-    """The engine's SymPy formula evaluated in 50-digit mpmath (independent of the generated code)."""
+    """The engine's SymPy formula evaluated in 100-digit mpmath (independent of the generated code; q² up to
+    1e60 cancels at ρ = 1)."""
     import mpmath
 
     e = expr if wrt is None else sp.diff(expr, wrt)
-    with mpmath.workdps(50):
+    with mpmath.workdps(100):
         return float(mpmath.re(sp.lambdify((q11, q12, q22), e, "mpmath")(*(mpmath.mpf(v) for v in point))))
 
 
@@ -171,3 +172,19 @@ def test_gelu_in_float32_at_large_variances():
             v32 = _values(k, qs, jnp.float32)
         v64 = _values(k, qs, jnp.float64)
         np.testing.assert_allclose(v32, v64, rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["gelu", "gabor", "erf", "gaussian"])
+def test_kernels_at_rho_one_and_large_variances_match_the_symbolic_formulas(name):
+    """Polynomials in which q11·q22 − q12² cancels leading terms are reduced modulo q12² = q11·q22 − gram_det
+    (exactly 0 at ρ = ±1): Gabor's NTK factor has 4(q11·q22 − q12²)² + … and was 100% off on the diagonal
+    at q = 1e8 (17.5 instead of 3.5e-7 at q = 1e12)."""
+    k = dualact.catalog.get(name)
+    d = k.derivation
+    for expr, fn in ((d.nngp, k.nngp), (d.ntk_factor, k.ntk_factor)):
+        for qv in [1e-3, 1.0, 1e4, 1e8, 1e12, 1e16, 1e30]:
+            for ratio, rho in [(1.0, 1.0), (4.0, 1.0), (1.0, 0.999999), (2.0, -0.3)]:
+                a, b = qv, ratio * qv
+                point = (a, rho * np.sqrt(a) * np.sqrt(b), b)
+                scale = np.sqrt(abs(_mp_reference(expr, (a,) * 3) * _mp_reference(expr, (b,) * 3)))
+                assert abs(float(fn(*point)) - _mp_reference(expr, point)) <= 1e-12 * scale, (qv, ratio, rho)

@@ -32,21 +32,41 @@ def _safe_sqrt_jvp(primals, tangents):
     return out, jnp.where(pos, dy / denom, 0.0)
 
 
+def _gram_det_unit(q11, q12, q22):
+    s = jnp.sqrt(jnp.maximum(q11 * q22, 0.0))
+    return (s - q12) * (s + q12)
+
+
+def _unit_scales(q11, q12, q22):
+    """The arguments as one dtype, and h1, h2 with q11·4^{−h1}, q22·4^{−h2} ∈ [1/2, 2) (0 for zero)."""
+    q11, q12, q22 = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (q11, q12, q22)))
+    dtype = jnp.result_type(q11, q12, q22, float)
+    q11, q12, q22 = q11.astype(dtype), q12.astype(dtype), q22.astype(dtype)
+    return (q11, q12, q22), jnp.frexp(q11)[1] >> 1, jnp.frexp(q22)[1] >> 1, dtype
+
+
 def gram_det(q11, q12, q22):
     """q11·q22 − q12², the determinant of the 2×2 covariance, written so that it is exactly 0 at ρ = ±1.
 
     Computed as (s − q12)(s + q12) with s = √(q11·q22): when q12 = ±√(q11 q22) (in particular
     q11 = q12 = q22) this is exactly zero, whereas ``q11*q22 - q12**2`` is compiled by XLA into a fused
     multiply-add whose result is the rounding error of q12², ~1e-16·q², and whose square root is then
-    ~1e-8·q — an error of √eps in every arcsine kernel at ρ = ±1.
+    ~1e-8·q — an error of √eps in every arcsine kernel at ρ = ±1. The variances are first scaled by
+    exact powers of four (as in :func:`sqrt_gram_det`), so q11·q22 overflows only where the result does
+    (before: from q ≈ 1e154 in float64 and 1e19 in float32).
 
     >>> float(gram_det(0.1, 0.1, 0.1)), float(gram_det(4.0, 1.0, 1.0))
     (0.0, 3.0)
+    >>> float(gram_det(1e20, 0.0, 1e10)) == 1e30  # float32 would overflow in q11·q22 unscaled only above 1e38
+    True
 
     Elsewhere the error is that of the plain formula, a few ulp of q11·q22.
     """
-    s = jnp.sqrt(jnp.maximum(q11 * q22, 0.0))
-    return (s - q12) * (s + q12)
+    (q11, q12, q22), h1, h2, dtype = _unit_scales(q11, q12, q22)
+    d1, d2 = _power_of_two(-h1, dtype), _power_of_two(-h2, dtype)
+    det = _gram_det_unit((q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2)
+    u1, u2 = _power_of_two(h1, dtype), _power_of_two(h2, dtype)
+    return (((det * u1) * u1) * u2) * u2
 
 
 def _power_of_two(n, dtype):
@@ -90,13 +110,9 @@ def sqrt_gram_det(q11, q12, q22):
     >>> float(sqrt_gram_det(3e-30, 3e-30, 3e-30)), round(float(sqrt_gram_det(4.0, 1.0, 1.0)) ** 2, 5)
     (0.0, 3.0)
     """
-    q11, q12, q22 = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (q11, q12, q22)))
-    dtype = jnp.result_type(q11, q12, q22, float)
-    q11, q12, q22 = q11.astype(dtype), q12.astype(dtype), q22.astype(dtype)
-    h1 = jnp.frexp(q11)[1] >> 1  # floor(e/2): q11·4^{−h1} ∈ [1/2, 2)
-    h2 = jnp.frexp(q22)[1] >> 1
+    (q11, q12, q22), h1, h2, dtype = _unit_scales(q11, q12, q22)
     d1, d2 = _power_of_two(-h1, dtype), _power_of_two(-h2, dtype)
-    det = gram_det((q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2)
+    det = _gram_det_unit((q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2)
     root = jnp.sqrt(jnp.maximum(det, 0.0))
     return (root * _power_of_two(h1, dtype)) * _power_of_two(h2, dtype)
 
