@@ -32,17 +32,17 @@ def _safe_sqrt_jvp(primals, tangents):
     return out, jnp.where(pos, dy / denom, 0.0)
 
 
-def _gram_det_unit(q11, q12, q22):
-    s = jnp.sqrt(jnp.maximum(q11 * q22, 0.0))
-    return (s - q12) * (s + q12)
-
-
-def _unit_scales(q11, q12, q22):
-    """The arguments as one dtype, and h1, h2 with q11·4^{−h1}, q22·4^{−h2} ∈ [1/2, 2) (0 for zero)."""
+def _unit_gram_det(q11, q12, q22):
+    """(det, h1, h2, dtype): q11·q22 − q12² of the variances scaled by exact powers of four,
+    q11·4^{−h1}, q22·4^{−h2} ∈ [1/2, 2) (and q12·2^{−h1−h2}), so det·4^{h1+h2} is the determinant."""
     q11, q12, q22 = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (q11, q12, q22)))
     dtype = jnp.result_type(q11, q12, q22, float)
     q11, q12, q22 = q11.astype(dtype), q12.astype(dtype), q22.astype(dtype)
-    return (q11, q12, q22), jnp.frexp(q11)[1] >> 1, jnp.frexp(q22)[1] >> 1, dtype
+    h1, h2 = jnp.frexp(q11)[1] >> 1, jnp.frexp(q22)[1] >> 1
+    d1, d2 = _power_of_two(-h1, dtype), _power_of_two(-h2, dtype)
+    a, c, b = (q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2
+    s = jnp.sqrt(jnp.maximum(a * b, 0.0))
+    return (s - c) * (s + c), h1, h2, dtype
 
 
 def gram_det(q11, q12, q22):
@@ -62,9 +62,7 @@ def gram_det(q11, q12, q22):
 
     Elsewhere the error is that of the plain formula, a few ulp of q11·q22.
     """
-    (q11, q12, q22), h1, h2, dtype = _unit_scales(q11, q12, q22)
-    d1, d2 = _power_of_two(-h1, dtype), _power_of_two(-h2, dtype)
-    det = _gram_det_unit((q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2)
+    det, h1, h2, dtype = _unit_gram_det(q11, q12, q22)
     u1, u2 = _power_of_two(h1, dtype), _power_of_two(h2, dtype)
     return (((det * u1) * u1) * u2) * u2
 
@@ -110,9 +108,7 @@ def sqrt_gram_det(q11, q12, q22):
     >>> float(sqrt_gram_det(3e-30, 3e-30, 3e-30)), round(float(sqrt_gram_det(4.0, 1.0, 1.0)) ** 2, 5)
     (0.0, 3.0)
     """
-    (q11, q12, q22), h1, h2, dtype = _unit_scales(q11, q12, q22)
-    d1, d2 = _power_of_two(-h1, dtype), _power_of_two(-h2, dtype)
-    det = _gram_det_unit((q11 * d1) * d1, (q12 * d1) * d2, (q22 * d2) * d2)
+    det, h1, h2, dtype = _unit_gram_det(q11, q12, q22)
     root = jnp.sqrt(jnp.maximum(det, 0.0))
     return (root * _power_of_two(h1, dtype)) * _power_of_two(h2, dtype)
 
