@@ -195,3 +195,49 @@ def test_deep_elu_network_with_growing_variance_is_finite():
     for g in ("nngp", "ntk"):
         v = np.asarray(getattr(k, g))
         assert np.isfinite(v).all() and np.abs(v).max() > 1e25
+
+
+def _mean_square_reference(f, q):
+    """E[f(√q z)²] = ∫ f(x)² φ(x/s)/s dx (s = √q) by mpmath, with breakpoints at σ's own scales (±2^k in x)
+    and at the Gaussian's (multiples of s): a z-grid alone misses the x-features once s is large."""
+    with mpmath.workdps(30):
+        s = mpmath.sqrt(mpmath.mpf(q))
+        cuts = {mpmath.mpf(0)} | {mpmath.mpf(2) ** k for k in range(-6, 9)} | {s * j / 2 for j in range(1, 25)}
+        cuts = sorted(cuts | {-c for c in cuts})
+        g = lambda x: f(x) ** 2 * mpmath.npdf(x / s) / s  # noqa: E731
+        return float(mpmath.quad(g, [-mpmath.inf, *cuts, mpmath.inf]))
+
+
+_HERMITE_FUNCTIONS = {  # σ and σ' in mpmath
+    "tanh": (mpmath.tanh, lambda x: mpmath.sech(x) ** 2),
+    "softplus": (lambda x: mpmath.log1p(mpmath.exp(x)), lambda x: 1 / (1 + mpmath.exp(-x))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HERMITE_FUNCTIONS))
+def test_hermite_diagonals_are_exact_at_huge_variances(name):
+    """The one-dimensional expectations behind the diagonal and ρ = ±1 resolve σ(√q z) at any q: the static
+    z-grid stopped at q ~ 1e8, and tanh's E[σ'(√q z)²] was 14% off at q = 1e12, 8e-28 instead of 1.7e-8 at
+    1e15. Elementwise, and through a layer (kernel matrices, a block mixing small and huge variances)."""
+    m = _module(name)
+    f, df = _HERMITE_FUNCTIONS[name]
+    qs = [1e10, 1e16, 1e30]
+    ref = np.array([_mean_square_reference(f, q) for q in qs])
+    dref = np.array([_mean_square_reference(df, q) for q in qs])
+    q = np.array(qs)
+    np.testing.assert_allclose(np.asarray(m.diag(q)), ref, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(m.ntk_diag(q)), dref, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(m.nngp(q, q, q)), ref, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(m.ntk_factor(q, q, q)), dref, rtol=1e-12)
+    # layer: Dense(W_std = 1, no bias) on x with |x|²/d = q, then σ; ntk = q·E[σ'²] on the diagonal
+    d = 4
+    x = np.zeros((len(qs) + 1, d))
+    x[:-1, 0] = np.sqrt(q * d)
+    x[-1] = [0.3, -0.2, 0.5, 0.1]  # a small variance in the same block
+    k = L.serial(L.Dense(8, W_std=1.0, b_std=0.0), L.Activation(name)).kernel_fn(jnp.asarray(x), None, ("nngp", "ntk"))
+    np.testing.assert_allclose(np.diag(np.asarray(k.nngp))[:-1], ref, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(np.asarray(k.ntk))[:-1], q * dref, rtol=1e-12)
+    small = float(np.sum(x[-1] ** 2) / d)
+    np.testing.assert_allclose(np.asarray(k.nngp)[-1, -1], float(m.diag(small)), rtol=1e-13)
+    # float32: the same through the elementwise diagonal, to float32 rounding
+    np.testing.assert_allclose(np.asarray(m.ntk_diag(jnp.asarray(q[:2], jnp.float32))), dref[:2], rtol=1e-5)
