@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
 """
 
 from __future__ import annotations
@@ -82,7 +82,11 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return 2*_num.safe_atan2(2*q12, _num.safe_sqrt(2*q11 + 2*q22 + 4*_num.gram_det(q11, q12, q22) + 1))/jnp.pi
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 2*_r
+    return 2*_num.safe_atan2(2*q12, _num.safe_sqrt(_r**2 + q11*t0 + q22*t0 + 4*_num.gram_det(q11, q12, q22)))/jnp.pi
 
 
 def nngp(q11, q12, q22):
@@ -94,7 +98,11 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return 4/(jnp.pi*_num.safe_sqrt(2*q11 + 2*q22 + 4*_num.gram_det(q11, q12, q22) + 1))
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 2*_r
+    return 4/(jnp.pi*_s*_num.safe_sqrt(_r**2 + q11*t0 + q22*t0 + 4*_num.gram_det(q11, q12, q22)))
 
 
 def ntk_factor(q11, q12, q22):

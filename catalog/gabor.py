@@ -42,7 +42,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:cc734ed3f2f28cc5b05363f5c467adc98cfd72c49efdc3531b1980cda05fea4b
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:cc734ed3f2f28cc5b05363f5c467adc98cfd72c49efdc3531b1980cda05fea4b
 """
 
 from __future__ import annotations
@@ -94,12 +94,17 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    t0 = 4*_num.gram_det(q11, q12, q22)
-    t1 = 2*q11 + 2*q22 + t0 + 1
-    t2 = 2*q12
-    t3 = q11 + q22 + t0
-    t4 = (1/2)/t1
-    return (1/2)*(-jnp.exp(t4*(-t2 - t3)) + jnp.exp(t4*(t2 - t3)))/_num.safe_sqrt(t1)
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = _r*q11
+    t1 = _r*q22
+    t2 = 4*_num.gram_det(q11, q12, q22)
+    t3 = _r**2 + 2*t0 + 2*t1 + t2
+    t4 = 2*_r*q12
+    t5 = t0 + t1 + t2
+    t6 = (1/2)/t3
+    return (1/2)*(-jnp.exp(t6*(-t4 - t5)) + jnp.exp(t6*(t4 - t5)))/(_s*_num.safe_sqrt(t3))
 
 
 def nngp(q11, q12, q22):
@@ -157,10 +162,13 @@ def diag(q):
 
 
 def _ntk_diag(q):
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
     t0 = 4*q
-    t1 = t0 + 1
+    t1 = _r + t0
     t2 = 1/t1
-    return (1/2)*(8*q - t2*(16*q**2 + t0 - 1)*jnp.exp(-2*q*t2) + 1)/jnp.sqrt(t1)**3
+    return (1/2)*(_r + 8*q - t2*(-_r**2 + _r*t0 + 16*q**2)*jnp.exp(-2*q*t2))/(jnp.sqrt(_s)*jnp.sqrt(t1)**3)
 
 
 def ntk_diag(q):

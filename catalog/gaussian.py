@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:6114f310e506b95e0bbd6a060308d50a073816e6dca947b0fd729e10a62e4f86
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6114f310e506b95e0bbd6a060308d50a073816e6dca947b0fd729e10a62e4f86
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return 1/_num.safe_sqrt(q11 + q22 + _num.gram_det(q11, q12, q22) + 1)
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return 1/(_s*_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22)))
 
 
 def nngp(q11, q12, q22):
@@ -119,7 +122,10 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return q/jnp.sqrt(2*q + 1)**3
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return q/(jnp.sqrt(_s)*jnp.sqrt(_r + 2*q)**3)
 
 
 def ntk_diag(q):

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:55e9d7bdbfcf29c7be7eb3f77c6082321a81f910e26e8ef19d92a6347e20deda
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:55e9d7bdbfcf29c7be7eb3f77c6082321a81f910e26e8ef19d92a6347e20deda
 """
 
 from __future__ import annotations
@@ -95,8 +95,11 @@ def _ntk_mean(q, a, b):
 
 
 def _nngp(q11, q12, q22, a, b):
-    t0 = 2*b
-    return a**2/_num.safe_sqrt(4*b**2*_num.gram_det(q11, q12, q22) - q11*t0 - q22*t0 + 1)
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    t0 = 2*_r*b
+    return a**2/(_s*_num.safe_sqrt(_r**2 + 4*b**2*_num.gram_det(q11, q12, q22) - q11*t0 - q22*t0))
 
 
 def nngp(q11, q12, q22, *, a=None, b=None):
@@ -142,8 +145,11 @@ def diag(q, *, a=None, b=None):
 
 
 def _ntk_diag(q, a, b):
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
     t0 = 4*q
-    return a**2*b**2*t0/jnp.sqrt(-b*t0 + 1)**3
+    return a**2*b**2*t0/(jnp.sqrt(_s)*jnp.sqrt(_r - b*t0)**3)
 
 
 def ntk_diag(q, *, a=None, b=None):

@@ -35,7 +35,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:5a0899062ac2d7ce373da5c8716d341be41869fdd5ea86eb739052d0936d002f
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:5a0899062ac2d7ce373da5c8716d341be41869fdd5ea86eb739052d0936d002f
 """
 
 from __future__ import annotations
@@ -131,9 +131,13 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
     t0 = 1/jnp.pi
-    t1 = 2*q + 1
-    return q*(q*t0/(jnp.sqrt(t1)*(q + 1)) + (1/2)*t0*_num.safe_atan2(q, _num.safe_sqrt(t1)) + 1/4)
+    t1 = jnp.sqrt(_r)
+    t2 = _r + 2*q
+    return _s*q*(q*t0*t1/(jnp.sqrt(t2)*(_r + q)) + (1/2)*t0*_num.safe_atan2(q, t1*_num.safe_sqrt(t2)) + 1/4)
 
 
 def diag(q):

@@ -31,12 +31,14 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:8040ca89c764fc24e8114d16ac9d2023375f756e814b977121850aa1b815b102
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:8040ca89c764fc24e8114d16ac9d2023375f756e814b977121850aa1b815b102
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+
+from dualact.runtime import numerics as _num
 
 NAME = 'hermite_2'
 KIND = 'activation'
@@ -80,8 +82,11 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = (1/2)*q11
-    return q12**2 + q22*t0 - 1/2*q22 - t0 + 1/2
+    return _s**2*((1/2)*_r**2 - 1/2*_r*q22 - _r*t0 + q12**2 + q22*t0)
 
 
 def nngp(q11, q12, q22):
@@ -105,7 +110,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return (3/2)*q**2 - q + 1/2
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return _s**2*((1/2)*_r**2 - _r*q + (3/2)*q**2)
 
 
 def diag(q):

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:fcd532d3cacc90b9be3e90232b45bfd63a8c3c72c4493037e07b4d58c04be4b1
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:fcd532d3cacc90b9be3e90232b45bfd63a8c3c72c4493037e07b4d58c04be4b1
 """
 
 from __future__ import annotations

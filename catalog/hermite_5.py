@@ -34,7 +34,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:f00c00a51cebb72decdc630b7fbd9abac682a318e1f7f27af47034072f021f0a
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:f00c00a51cebb72decdc630b7fbd9abac682a318e1f7f27af47034072f021f0a
 """
 
 from __future__ import annotations

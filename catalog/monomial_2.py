@@ -31,12 +31,14 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:3da7c2e0d82e86dce41d2643829dcd2ff3206e4fbb77dbc4e205c2b25ac05140
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:3da7c2e0d82e86dce41d2643829dcd2ff3206e4fbb77dbc4e205c2b25ac05140
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+
+from dualact.runtime import numerics as _num
 
 NAME = 'monomial_2'
 KIND = 'activation'
@@ -79,7 +81,10 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    return q11*q22 + 2*q12**2
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return _s**2*(q11*q22 + 2*q12**2)
 
 
 def nngp(q11, q12, q22):
@@ -103,7 +108,10 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return 3*q**2
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return 3*_s**2*q**2
 
 
 def diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:e5b5349b11fc0abb46dee838a890f1c06365d285a8b711c7f3f725a8d1644530
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:e5b5349b11fc0abb46dee838a890f1c06365d285a8b711c7f3f725a8d1644530
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    return 9*q11*q22 + 18*q12**2
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
+    return _s**2*(9*q11*q22 + 18*q12**2)
 
 
 def ntk_factor(q11, q12, q22):
@@ -122,7 +125,10 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return 27*q**2
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return 27*_s**2*q**2
 
 
 def ntk_diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:6608012de42980bdacb8a8a06c8c5563a7088554b165683c1b9dcb31525e4bf5
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6608012de42980bdacb8a8a06c8c5563a7088554b165683c1b9dcb31525e4bf5
 """
 
 from __future__ import annotations

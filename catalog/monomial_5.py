@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:bc611fba9edc3e1191c553edd7a1a0053f2173660b462017fac8c11a02abd68a
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:bc611fba9edc3e1191c553edd7a1a0053f2173660b462017fac8c11a02abd68a
 """
 
 from __future__ import annotations

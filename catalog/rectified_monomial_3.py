@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:6abfafdaa97bb70b2b5bc3cfa33b1d6ba36d349341e6490849f372b19fa3f5f0
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6abfafdaa97bb70b2b5bc3cfa33b1d6ba36d349341e6490849f372b19fa3f5f0
 """
 
 from __future__ import annotations
@@ -148,15 +148,21 @@ def nngp(q11, q12, q22):
 
 @jax.custom_jvp
 def _ntk_factor(q11, q12, q22):
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = q11*q22
     t1 = q12**2
     t2 = 1/jnp.pi
     t3 = _num.sqrt_gram_det(q11, q12, q22)
-    return (27/2)*q12*t2*t3 + (9/4)*t0 + (9/2)*t1 + (9/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3)
+    return _s**2*((27/2)*q12*t2*t3 + (9/4)*t0 + (9/2)*t1 + (9/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3))
 
 
 def _ntk_factor_jvp(primals, tangents):
     q11, q12, q22 = primals
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = q11*q22
     t1 = q12**2
     t2 = 1/jnp.pi
@@ -168,11 +174,11 @@ def _ntk_factor_jvp(primals, tangents):
     t8 = 9*jnp.pi
     t9 = 18*t6
     t10 = (1/4)*t2
-    value = (9/4)*t0 + (9/2)*t1 + (9/2)*t2*t6*(t0 + 2*t1) + (27/2)*t5
+    value = _s**2*((9/4)*t0 + (9/2)*t1 + (9/2)*t2*t6*(t0 + 2*t1) + (27/2)*t5)
     partials = (
-        t10*(q22*t8 + q22*t9) + t7/q11,
-        t2*(q12*t8 + q12*t9) + 18*t4,
-        t10*(q11*t8 + q11*t9) + t7/q22,
+        _s*(t10*(q22*t8 + q22*t9) + t7/q11),
+        _s*(t2*(q12*t8 + q12*t9) + 18*t4),
+        _s*(t10*(q11*t8 + q11*t9) + t7/q22),
     )
     return value, _tangent(value, partials, tangents)
 
@@ -203,7 +209,10 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    return (27/2)*q**2
+    _s = _num.variance_scale(q)
+    _r = 1/_s
+    q = _r*q
+    return (27/2)*_s**2*q**2
 
 
 def ntk_diag(q):

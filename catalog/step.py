@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 5, sympy 1.14.0, derivation sha256:c7a3480ede510fbb23e1818dec20578e49b15a933284e567999f870e34f4f4cb
+Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:c7a3480ede510fbb23e1818dec20578e49b15a933284e567999f870e34f4f4cb
 """
 
 from __future__ import annotations
@@ -98,10 +98,13 @@ def _nngp(q11, q12, q22):
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22 = primals
+    _s = _num.variance_scale(q11, q22)
+    _r = 1/_s
+    q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
-    t3 = 1/t0
+    t3 = 1/(_s*t0)
     t4 = (1/4)*q12*t1*t3
     value = t2*_num.safe_atan2(q12, t0) + 1/4
     partials = (

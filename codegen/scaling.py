@@ -9,9 +9,11 @@ adds degrees, a root halves them, an angle atan2(y, x) compares them, and any ot
 argument at full size s^d·ã. The formula is then f̃ evaluated on p = r·q, times s^D.
 
 Multiplying by powers of two is exact, so up to the order of the roundings the evaluation is the old one,
-without intermediate overflow or underflow. :func:`rescale` returns ``None`` (emit unchanged) where the
-degrees stay at most 2 — the overflow-free root of the determinant already covers those — or where it
-meets a construct it does not know (:func:`rescale_all`).
+without intermediate overflow or underflow. Degree 2 is enough to need it: erf's (1 + 2q11)(1 + 2q22)
+overflowed from q ≈ 1e19 in float32 (1e154 in float64) and the kernel fell to 0. :func:`rescale_all`
+leaves the formulas unchanged (returns ``None``) where every degree is at most 1 — variances, their roots
+and the overflow-free :func:`~dualact.runtime.numerics.sqrt_gram_det` — or where :func:`rescale` meets a
+construct it does not know.
 
 >>> import sympy as sp
 >>> from dualact.symbolic.symbols import q11, q12, q22
@@ -108,8 +110,8 @@ def rescale(expr: sp.Expr, variables: tuple) -> tuple[sp.Expr, sp.Expr, sp.Expr]
 
 
 def rescale_all(exprs: list, variables: tuple) -> list | None:
-    """The expressions as f̃·s^D if all can be rescaled and one has degrees above 2 (else None)."""
+    """The expressions as f̃·s^D if all can be rescaled and one has degrees above 1 (else None)."""
     out = [rescale(e, variables) for e in exprs]
-    if any(o is None for o in out) or max(o[2] for o in out) <= 2:
+    if any(o is None for o in out) or max(o[2] for o in out) <= 1:
         return None
     return [f * S**d for d, f, _ in out]

@@ -134,22 +134,26 @@ def test_sine_kernel_has_no_overflowing_exponential_products():
 
 
 def _mp_reference(expr, point, wrt=None):
-    """The engine's SymPy formula evaluated in 100-digit mpmath (independent of the generated code; q² up to
-    1e60 cancels at ρ = 1)."""
+    """The engine's SymPy formula evaluated in mpmath (independent of the generated code) with 100 digits, or
+    more where q⁴ would cancel at ρ = 1 (GeLU's formula has degree 4)."""
     import mpmath
 
     e = expr if wrt is None else sp.diff(expr, wrt)
-    with mpmath.workdps(100):
+    digits = max(100, 50 + 4 * int(np.log10(max(abs(v) for v in point) + 1.0)))
+    with mpmath.workdps(digits):
         return float(mpmath.re(sp.lambdify((q11, q12, q22), e, "mpmath")(*(mpmath.mpf(v) for v in point))))
 
 
-@pytest.mark.parametrize("name", ["gelu", "gabor", "hermite_3", "rectified_monomial_3"])
+@pytest.mark.parametrize(
+    "name", ["gelu", "gabor", "hermite_3", "rectified_monomial_3", "erf", "sigmoid_like", "gaussian"]
+)
 def test_rescaled_formulas_match_the_symbolic_ones_at_any_magnitude(name):
-    """Formulas with polynomials of degree > 2 are evaluated in variances scaled by a power of four
-    (codegen/scaling.py): GeLU was NaN from q ≈ 1e77 (float64) and q ≈ 1e10 (float32)."""
+    """Formulas with polynomials of degree > 1 are evaluated in variances scaled by a power of four
+    (codegen/scaling.py): GeLU was NaN from q ≈ 1e77 (float64) and q ≈ 1e10 (float32); erf's degree-2
+    (1 + 2q11)(1 + 2q22) overflowed from q ≈ 1e154 (float64), and the kernel fell to 0."""
     k = dualact.catalog.get(name)
     d = k.derivation
-    top = {"gelu": 150, "gabor": 6, "hermite_3": 100, "rectified_monomial_3": 100}[name]
+    top = {"gelu": 150, "gabor": 6, "hermite_3": 100, "rectified_monomial_3": 100}.get(name, 300)
     for e in range(-3, top + 1, 7):
         qv = 10.0**e
         point = (qv, 0.6 * np.sqrt(2.0) * qv, 2.0 * qv)
@@ -172,6 +176,22 @@ def test_gelu_in_float32_at_large_variances():
             v32 = _values(k, qs, jnp.float32)
         v64 = _values(k, qs, jnp.float64)
         np.testing.assert_allclose(v32, v64, rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["erf", "erf_family", "sigmoid_like", "gaussian", "gelu"])
+def test_degree_two_formulas_in_float32_at_huge_variances(name):
+    """erf's (1 + 2q11)(1 + 2q22) overflowed float32 from q ≈ 1e19 and the kernel fell to 0 (erf, its
+    family, sigmoid_like); degree-2 formulas are rescaled too now. Normalised by the diagonals."""
+    k = dualact.catalog.get(name)
+    k = k.bind(**{p: 0.7 for p in k.params if p not in k.defaults})
+    for qv in [1e20, 1e28, 1e36]:
+        for rho in (0.5, -0.3, 0.99):
+            qs = (qv, rho * np.sqrt(3.7) * qv, 3.7 * qv)
+            with jax.enable_x64(False):
+                v32 = _values(k, qs, jnp.float32)
+            v64 = _values(k, qs, jnp.float64)
+            norm = np.sqrt(np.abs(_values(k, (qv, qv, qv), jnp.float64) * _values(k, (3.7 * qv,) * 3, jnp.float64)))
+            assert np.all(np.abs(v32 - v64) <= 1e-5 * norm + 1e-37), (qv, rho, v32, v64)
 
 
 @pytest.mark.parametrize("name", ["gelu", "gabor", "erf", "gaussian"])
