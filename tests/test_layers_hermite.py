@@ -222,6 +222,18 @@ def test_float32(name):
         _close(b, a, 1e-4)
 
 
+def test_float32_without_x64_after_float64_in_the_same_process():
+    """Kernels computed with x64 enabled, then without it in the same process: the float64 table beside
+    float32 variances failed to lower ('operand type mismatch' from XLA) before the table was cast."""
+    x = np.random.default_rng(3).normal(size=(4, 5))
+    net = L.serial(L.Dense(16), L.Activation("tanh"), L.Dense(1))
+    k64 = np.asarray(net.kernel_fn(jnp.asarray(x, jnp.float64), None, "ntk"))
+    with jax.enable_x64(False):
+        k32 = net.kernel_fn(jnp.asarray(x, jnp.float32), None, "ntk")
+    assert k32.dtype == jnp.float32
+    _close(np.asarray(k32, np.float64), k64, 1e-5)
+
+
 # ---- large pre-activation variance: no overflow in σ, σ' (softplus/mish at q ≳ 6e3 gave inf/NaN) ----------
 @functools.cache
 def _graded_rule():

@@ -233,11 +233,18 @@ class _Arrays:
         self.t_range = t_range
 
 
+def _table_arrays(table, which, *args):
+    """The table's Chebyshev and small-scale arrays in the dtype of the computation, as numpy constants: JAX
+    then never sees a float64 table beside float32 variances (which failed to lower when the same process
+    had computed kernels under ``jax.enable_x64`` before)."""
+    dtype = np.dtype(_dtype(*args))
+    return (np.asarray(getattr(table, which + "_cheb"), dtype), np.asarray(getattr(table, which + "_small"), dtype))
+
+
 def _series(table, which, fn, kinks, q11, q12, q22):
     kinks = tuple(float(k) for k in kinks)
     t_range = tuple(float(v) for v in table.t_range)
-    cheb = getattr(table, which + "_cheb")
-    small = getattr(table, which + "_small")
+    cheb, small = _table_arrays(table, which, q11, q12, q22)
     return _series_jit(cheb, small, q11, q12, q22, fn=fn, kinks=kinks, t_range=t_range)
 
 
@@ -465,8 +472,7 @@ def _matrix_jit(cheb, small, q1, q12, q2, *, fn, kinks, t_range, rtol):
 def _matrix(table, which, fn, kinks, q1, q12, q2, rtol):
     kinks = tuple(float(k) for k in kinks)
     t_range = tuple(float(v) for v in table.t_range)
-    cheb = getattr(table, which + "_cheb")
-    small = getattr(table, which + "_small")
+    cheb, small = _table_arrays(table, which, q1, q12, q2)
     rtol = None if rtol is None else float(rtol)
     return _matrix_jit(cheb, small, q1, q12, q2, fn=fn, kinks=kinks, t_range=t_range, rtol=rtol)
 
