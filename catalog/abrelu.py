@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:20cc841ba0823542e788772ad11c1522262cad028ecf6afd490503e39115de0a
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:20cc841ba0823542e788772ad11c1522262cad028ecf6afd490503e39115de0a
 """
 
 from __future__ import annotations
@@ -173,18 +173,18 @@ def _ntk_factor_jvp(primals, tangents):
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
     t3 = t2*_num.safe_atan2(q12, t0)
-    t4 = a**2
-    t5 = b**2
-    t6 = 1/(_s*t0)
-    t7 = (1/4)*t1*t6*(2*a*b*q12 - q12*t4 - q12*t5)
+    t4 = 1/t0
+    t5 = a**2
+    t6 = b**2
+    t7 = (1/4)*t1*t4*(2*a*b*q12 - q12*t5 - q12*t6)
     t8 = 2*b
     t9 = 2*a - t8
     t10 = (1/2)*a + (1/2)*b
     value = t3*(a - b)**2 + (1/4)*(a + b)**2
     partials = (
-        t7/q11,
-        t2*t6*(-a*t8 + t4 + t5),
-        t7/q22,
+        _num.unscale(t7/q11, _s, -1.0),
+        _num.unscale(t2*t4*(-a*t8 + t5 + t6), _s, -1.0),
+        _num.unscale(t7/q22, _s, -1.0),
         t10 + t3*t9,
         t10 - t3*t9,
     )

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:b8abcd7b1b6d907b2dcdc8fa41d42cc14af02f161871554e780a3ae9e2f25e9a
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:b8abcd7b1b6d907b2dcdc8fa41d42cc14af02f161871554e780a3ae9e2f25e9a
 """
 
 from __future__ import annotations

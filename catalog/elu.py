@@ -29,7 +29,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:2aff5771e07649810989069436ffd4800ed5fdcfb58e85a0bdf7ec24abe7ce85
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:2aff5771e07649810989069436ffd4800ed5fdcfb58e85a0bdf7ec24abe7ce85
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:cc07b087b0283fd8b98c817fdae88d9f0f45ed7ed4cb47efa10bf0a03a353245
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _ntk_factor(q11, q12, q22):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 2*_r
-    return 4/(jnp.pi*_s*_num.safe_sqrt(_r**2 + q11*t0 + q22*t0 + 4*_num.gram_det(q11, q12, q22)))
+    return _num.unscale(4/(jnp.pi*_num.safe_sqrt(_r**2 + q11*t0 + q22*t0 + 4*_num.gram_det(q11, q12, q22))), _s, -1.0)
 
 
 def ntk_factor(q11, q12, q22):

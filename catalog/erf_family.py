@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:814523027c11406fe7d3b76eceac527e02c6a83bd1a68fba5ee580ab50d55c14
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:814523027c11406fe7d3b76eceac527e02c6a83bd1a68fba5ee580ab50d55c14
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _ntk_factor(q11, q12, q22, a, b, c):
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = b**2
     t1 = 2*_r*t0
-    return 4*a**2*t0/(jnp.pi*_s*_num.safe_sqrt(_r**2 + 4*b**4*_num.gram_det(q11, q12, q22) + q11*t1 + q22*t1))
+    return _num.unscale(4*a**2*t0/(jnp.pi*_num.safe_sqrt(_r**2 + 4*b**4*_num.gram_det(q11, q12, q22) + q11*t1 + q22*t1)), _s, -1.0)
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None, c=None):

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:a895b9b6f97aeeab56ec3ee76e01d3cbd5594dc297508bb77cd0f69fb09ca0ef
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:a895b9b6f97aeeab56ec3ee76e01d3cbd5594dc297508bb77cd0f69fb09ca0ef
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:cc734ed3f2f28cc5b05363f5c467adc98cfd72c49efdc3531b1980cda05fea4b
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:cc734ed3f2f28cc5b05363f5c467adc98cfd72c49efdc3531b1980cda05fea4b
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _nngp(q11, q12, q22):
     t4 = 2*_r*q12
     t5 = t0 + t1 + t2
     t6 = (1/2)/t3
-    return (1/2)*(-jnp.exp(t6*(-t4 - t5)) + jnp.exp(t6*(t4 - t5)))/(_s*_num.safe_sqrt(t3))
+    return _num.unscale((1/2)*(-jnp.exp(t6*(-t4 - t5)) + jnp.exp(t6*(t4 - t5)))/_num.safe_sqrt(t3), _s, -1.0)
 
 
 def nngp(q11, q12, q22):
@@ -138,7 +138,7 @@ def _ntk_factor(q11, q12, q22):
     t16 = _r*t7
     t17 = q12*t0
     t18 = _r**3*q12 + q11*t17 + q22*t17
-    return (2*t11*(2*_r*q11*t2 + 2*_r*q22*t2 + 2*q11*q22*t0 + 4*t14 - t15 - t18)*jnp.exp(t12*t13) + 2*t11*(2*q11*q22*t0 + q11*t16 + q22*t16 + 4*t14 - t15 + t18)*jnp.exp(t10*t13) - 1/2*(-t0 + t3 - t6)*jnp.exp(-t10*t11) - 1/2*(-t0 + t3 + t6)*jnp.exp(-t11*t12))/(_s*_num.safe_sqrt(t4)**3)
+    return _num.unscale((2*t11*(2*_r*q11*t2 + 2*_r*q22*t2 + 2*q11*q22*t0 + 4*t14 - t15 - t18)*jnp.exp(t12*t13) + 2*t11*(2*q11*q22*t0 + q11*t16 + q22*t16 + 4*t14 - t15 + t18)*jnp.exp(t10*t13) - 1/2*(-t0 + t3 - t6)*jnp.exp(-t10*t11) - 1/2*(-t0 + t3 + t6)*jnp.exp(-t11*t12))/_num.safe_sqrt(t4)**3, _s, -1.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -168,7 +168,7 @@ def _ntk_diag(q):
     t0 = 4*q
     t1 = _r + t0
     t2 = 1/t1
-    return (1/2)*(_r + 8*q - t2*(-_r**2 + _r*t0 + 16*q**2)*jnp.exp(-2*q*t2))/(jnp.sqrt(_s)*jnp.sqrt(t1)**3)
+    return _num.unscale((1/2)*(_r + 8*q - t2*(-_r**2 + _r*t0 + 16*q**2)*jnp.exp(-2*q*t2))/jnp.sqrt(t1)**3, _s, -0.5)
 
 
 def ntk_diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6114f310e506b95e0bbd6a060308d50a073816e6dca947b0fd729e10a62e4f86
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6114f310e506b95e0bbd6a060308d50a073816e6dca947b0fd729e10a62e4f86
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _nngp(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return 1/(_s*_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22)))
+    return _num.unscale(1/_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22)), _s, -1.0)
 
 
 def nngp(q11, q12, q22):
@@ -99,7 +99,7 @@ def _ntk_factor(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return q12/(_s**2*_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22))**3)
+    return _num.unscale(q12/_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22))**3, _s, -2.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -125,7 +125,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return q/(jnp.sqrt(_s)*jnp.sqrt(_r + 2*q)**3)
+    return _num.unscale(q/jnp.sqrt(_r + 2*q)**3, _s, -0.5)
 
 
 def ntk_diag(q):

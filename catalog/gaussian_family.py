@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:55e9d7bdbfcf29c7be7eb3f77c6082321a81f910e26e8ef19d92a6347e20deda
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:55e9d7bdbfcf29c7be7eb3f77c6082321a81f910e26e8ef19d92a6347e20deda
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _nngp(q11, q12, q22, a, b):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 2*_r*b
-    return a**2/(_s*_num.safe_sqrt(_r**2 + 4*b**2*_num.gram_det(q11, q12, q22) - q11*t0 - q22*t0))
+    return _num.unscale(a**2/_num.safe_sqrt(_r**2 + 4*b**2*_num.gram_det(q11, q12, q22) - q11*t0 - q22*t0), _s, -1.0)
 
 
 def nngp(q11, q12, q22, *, a=None, b=None):
@@ -118,7 +118,7 @@ def _ntk_factor(q11, q12, q22, a, b):
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 2*_r*b
     t1 = 4*b**2
-    return a**2*q12*t1/(_s**2*_num.safe_sqrt(_r**2 - q11*t0 - q22*t0 + t1*_num.gram_det(q11, q12, q22))**3)
+    return _num.unscale(a**2*q12*t1/_num.safe_sqrt(_r**2 - q11*t0 - q22*t0 + t1*_num.gram_det(q11, q12, q22))**3, _s, -2.0)
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None):
@@ -149,7 +149,7 @@ def _ntk_diag(q, a, b):
     _r = 1/_s
     q = _r*q
     t0 = 4*q
-    return a**2*b**2*t0/(jnp.sqrt(_s)*jnp.sqrt(_r - b*t0)**3)
+    return _num.unscale(a**2*b**2*t0/jnp.sqrt(_r - b*t0)**3, _s, -0.5)
 
 
 def ntk_diag(q, *, a=None, b=None):

@@ -35,7 +35,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:5a0899062ac2d7ce373da5c8716d341be41869fdd5ea86eb739052d0936d002f
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:5a0899062ac2d7ce373da5c8716d341be41869fdd5ea86eb739052d0936d002f
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _nngp(q11, q12, q22):
     t4 = _num.safe_sqrt(t0 + t1 + t2 + t3)
     t5 = (1/2)/jnp.pi
     t6 = q11*q22
-    return _s*(q12*t5*_num.safe_atan2(q12, t4) + (1/4)*q12 + t5*(q11**2*t2 + q22**2*t1 - t0*t3 + 2*t0*t6 + t3*t6)/(t4*(_r + q11)*(_r + q22)))
+    return _num.unscale(q12*t5*_num.safe_atan2(q12, t4) + (1/4)*q12 + t5*(q11**2*t2 + q22**2*t1 - t0*t3 + 2*t0*t6 + t3*t6)/(t4*(_r + q11)*(_r + q22)), _s, 1.0)
 
 
 def nngp(q11, q12, q22):
@@ -137,7 +137,7 @@ def _diag(q):
     t0 = 1/jnp.pi
     t1 = jnp.sqrt(_r)
     t2 = _r + 2*q
-    return _s*q*(q*t0*t1/(jnp.sqrt(t2)*(_r + q)) + (1/2)*t0*_num.safe_atan2(q, t1*_num.safe_sqrt(t2)) + 1/4)
+    return _num.unscale(q*(q*t0*t1/(jnp.sqrt(t2)*(_r + q)) + (1/2)*t0*_num.safe_atan2(q, t1*_num.safe_sqrt(t2)) + 1/4), _s, 1.0)
 
 
 def diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:c718ab9316e7ea6ef3679535db627e6ef170c07483d0818183d66dd5f4ffebb8
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:c718ab9316e7ea6ef3679535db627e6ef170c07483d0818183d66dd5f4ffebb8
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:a3973f28766f8bcdac7060fd2eff408a94aa01df505bdb15f427d6c379f9f6ba
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:a3973f28766f8bcdac7060fd2eff408a94aa01df505bdb15f427d6c379f9f6ba
 """
 
 from __future__ import annotations

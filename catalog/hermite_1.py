@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:57db5ad0ac8f2c9ccbe66bee9bd0dd95e3bbe8855a1e289fc84661f9943e9ec3
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:57db5ad0ac8f2c9ccbe66bee9bd0dd95e3bbe8855a1e289fc84661f9943e9ec3
 """
 
 from __future__ import annotations

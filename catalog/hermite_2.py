@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:8040ca89c764fc24e8114d16ac9d2023375f756e814b977121850aa1b815b102
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:8040ca89c764fc24e8114d16ac9d2023375f756e814b977121850aa1b815b102
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _nngp(q11, q12, q22):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = (1/2)*q11
-    return _s**2*((1/2)*_r**2 - 1/2*_r*q22 - _r*t0 + q12**2 + q22*t0)
+    return _num.unscale((1/2)*_r**2 - 1/2*_r*q22 - _r*t0 + q12**2 + q22*t0, _s, 2.0)
 
 
 def nngp(q11, q12, q22):
@@ -113,7 +113,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return _s**2*((1/2)*_r**2 - _r*q + (3/2)*q**2)
+    return _num.unscale((1/2)*_r**2 - _r*q + (3/2)*q**2, _s, 2.0)
 
 
 def diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:f23c9f137572e413b52dd99397395261ec94f9a0a0716e2083b1d1d9d8fba1fe
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:f23c9f137572e413b52dd99397395261ec94f9a0a0716e2083b1d1d9d8fba1fe
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _nngp(q11, q12, q22):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 3*_r
-    return (1/2)*_s**3*q12*(3*_r**2 + 3*q11*q22 - q11*t0 + 2*q12**2 - q22*t0)
+    return _num.unscale((1/2)*q12*(3*_r**2 + 3*q11*q22 - q11*t0 + 2*q12**2 - q22*t0), _s, 3.0)
 
 
 def nngp(q11, q12, q22):
@@ -103,7 +103,7 @@ def _ntk_factor(q11, q12, q22):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = (3/2)*_r
-    return _s**2*((3/2)*_r**2 + (3/2)*q11*q22 - q11*t0 + 3*q12**2 - q22*t0)
+    return _num.unscale((3/2)*_r**2 + (3/2)*q11*q22 - q11*t0 + 3*q12**2 - q22*t0, _s, 2.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -118,7 +118,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return (1/2)*_s**3*q*(3*_r**2 - 6*_r*q + 5*q**2)
+    return _num.unscale((1/2)*q*(3*_r**2 - 6*_r*q + 5*q**2), _s, 3.0)
 
 
 def diag(q):
@@ -132,7 +132,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return _s**2*((3/2)*_r**2 - 3*_r*q + (9/2)*q**2)
+    return _num.unscale((3/2)*_r**2 - 3*_r*q + (9/2)*q**2, _s, 2.0)
 
 
 def ntk_diag(q):

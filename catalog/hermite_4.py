@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:fcd532d3cacc90b9be3e90232b45bfd63a8c3c72c4493037e07b4d58c04be4b1
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:fcd532d3cacc90b9be3e90232b45bfd63a8c3c72c4493037e07b4d58c04be4b1
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _nngp(q11, q12, q22):
     t6 = _r**2
     t7 = q11*q22
     t8 = (3/8)*t5
-    return _s**4*((3/8)*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + (3/8)*t3*t6 + t3*t8 + (3/2)*t6*t7 + t6*t8)
+    return _num.unscale((3/8)*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + (3/8)*t3*t6 + t3*t8 + (3/2)*t6*t7 + t6*t8, _s, 4.0)
 
 
 def nngp(q11, q12, q22):
@@ -112,7 +112,7 @@ def _ntk_factor(q11, q12, q22):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 3*_r
-    return 2*_s**3*q12*(3*_r**2 + 3*q11*q22 - q11*t0 + 2*q12**2 - q22*t0)
+    return _num.unscale(2*q12*(3*_r**2 + 3*q11*q22 - q11*t0 + 2*q12**2 - q22*t0), _s, 3.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -127,7 +127,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return _s**4*((3/8)*_r**4 - 3/2*_r**3*q + (21/4)*_r**2*q**2 - 15/2*_r*q**3 + (35/8)*q**4)
+    return _num.unscale((3/8)*_r**4 - 3/2*_r**3*q + (21/4)*_r**2*q**2 - 15/2*_r*q**3 + (35/8)*q**4, _s, 4.0)
 
 
 def diag(q):
@@ -141,7 +141,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 2*_s**3*q*(3*_r**2 - 6*_r*q + 5*q**2)
+    return _num.unscale(2*q*(3*_r**2 - 6*_r*q + 5*q**2), _s, 3.0)
 
 
 def ntk_diag(q):

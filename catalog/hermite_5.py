@@ -34,7 +34,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:f00c00a51cebb72decdc630b7fbd9abac682a318e1f7f27af47034072f021f0a
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:f00c00a51cebb72decdc630b7fbd9abac682a318e1f7f27af47034072f021f0a
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _nngp(q11, q12, q22):
     t6 = _r**2
     t7 = q11*q22
     t8 = 15*t5
-    return (1/8)*_s**5*q12*(15*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + 8*q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + 15*t3*t6 + t3*t8 + 60*t6*t7 + t6*t8)
+    return _num.unscale((1/8)*q12*(15*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + 8*q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + 15*t3*t6 + t3*t8 + 60*t6*t7 + t6*t8), _s, 5.0)
 
 
 def nngp(q11, q12, q22):
@@ -122,7 +122,7 @@ def _ntk_factor(q11, q12, q22):
     t6 = _r**2
     t7 = q11*q22
     t8 = (15/8)*t5
-    return _s**4*((15/8)*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + 5*q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + (15/8)*t3*t6 + t3*t8 + (15/2)*t6*t7 + t6*t8)
+    return _num.unscale((15/8)*_r**4 - q11*t0 - q11*t2 - q11*t3*t4 + 5*q12**4 - q22*t0 - q22*t2 - q22*t4*t5 + t1*t6 + t1*t7 + (15/8)*t3*t6 + t3*t8 + (15/2)*t6*t7 + t6*t8, _s, 4.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -137,7 +137,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return (1/8)*_s**5*q*(15*_r**4 - 60*_r**3*q + 130*_r**2*q**2 - 140*_r*q**3 + 63*q**4)
+    return _num.unscale((1/8)*q*(15*_r**4 - 60*_r**3*q + 130*_r**2*q**2 - 140*_r*q**3 + 63*q**4), _s, 5.0)
 
 
 def diag(q):
@@ -151,7 +151,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return _s**4*((15/8)*_r**4 - 15/2*_r**3*q + (105/4)*_r**2*q**2 - 75/2*_r*q**3 + (175/8)*q**4)
+    return _num.unscale((15/8)*_r**4 - 15/2*_r**3*q + (105/4)*_r**2*q**2 - 75/2*_r*q**3 + (175/8)*q**4, _s, 4.0)
 
 
 def ntk_diag(q):

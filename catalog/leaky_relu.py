@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:9a9d1d56a9570efe232766dc71fa805c95d111303bc53c12e6536242d7f30aae
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:9a9d1d56a9570efe232766dc71fa805c95d111303bc53c12e6536242d7f30aae
 """
 
 from __future__ import annotations
@@ -151,15 +151,15 @@ def _ntk_factor_jvp(primals, tangents):
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
     t3 = t2*_num.safe_atan2(q12, t0)
-    t4 = alpha**2
-    t5 = 1/(_s*t0)
-    t6 = (1/4)*t1*t5*(2*alpha*q12 - q12*t4 - q12)
+    t4 = 1/t0
+    t5 = alpha**2
+    t6 = (1/4)*t1*t4*(2*alpha*q12 - q12*t5 - q12)
     t7 = 2*alpha
     value = t3*(alpha - 1)**2 + (1/4)*(alpha + 1)**2
     partials = (
-        t6/q11,
-        t2*t5*(t4 - t7 + 1),
-        t6/q22,
+        _num.unscale(t6/q11, _s, -1.0),
+        _num.unscale(t2*t4*(t5 - t7 + 1), _s, -1.0),
+        _num.unscale(t6/q22, _s, -1.0),
         (1/2)*alpha + t3*(t7 - 2) + 1/2,
     )
     return value, _tangent(value, partials, tangents)

@@ -28,7 +28,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:ade9487651a469ce1a3f2bc0c2a348bfbf8019a5aea25abdc186998fe4b4eb62
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:ade9487651a469ce1a3f2bc0c2a348bfbf8019a5aea25abdc186998fe4b4eb62
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6f592bec29fdf4d69af5bd35d29b0412a12556bb4c631ad173258783ac828e7e
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6f592bec29fdf4d69af5bd35d29b0412a12556bb4c631ad173258783ac828e7e
 """
 
 from __future__ import annotations

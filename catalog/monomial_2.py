@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:3da7c2e0d82e86dce41d2643829dcd2ff3206e4fbb77dbc4e205c2b25ac05140
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:3da7c2e0d82e86dce41d2643829dcd2ff3206e4fbb77dbc4e205c2b25ac05140
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _nngp(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**2*(q11*q22 + 2*q12**2)
+    return _num.unscale(q11*q22 + 2*q12**2, _s, 2.0)
 
 
 def nngp(q11, q12, q22):
@@ -111,7 +111,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 3*_s**2*q**2
+    return _num.unscale(3*q**2, _s, 2.0)
 
 
 def diag(q):

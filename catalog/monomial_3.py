@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:e5b5349b11fc0abb46dee838a890f1c06365d285a8b711c7f3f725a8d1644530
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:e5b5349b11fc0abb46dee838a890f1c06365d285a8b711c7f3f725a8d1644530
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _nngp(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**3*(9*q11*q12*q22 + 6*q12**3)
+    return _num.unscale(9*q11*q12*q22 + 6*q12**3, _s, 3.0)
 
 
 def nngp(q11, q12, q22):
@@ -99,7 +99,7 @@ def _ntk_factor(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**2*(9*q11*q22 + 18*q12**2)
+    return _num.unscale(9*q11*q22 + 18*q12**2, _s, 2.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -114,7 +114,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 15*_s**3*q**3
+    return _num.unscale(15*q**3, _s, 3.0)
 
 
 def diag(q):
@@ -128,7 +128,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 27*_s**2*q**2
+    return _num.unscale(27*q**2, _s, 2.0)
 
 
 def ntk_diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6608012de42980bdacb8a8a06c8c5563a7088554b165683c1b9dcb31525e4bf5
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6608012de42980bdacb8a8a06c8c5563a7088554b165683c1b9dcb31525e4bf5
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _nngp(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**4*(9*q11**2*q22**2 + 72*q11*q12**2*q22 + 24*q12**4)
+    return _num.unscale(9*q11**2*q22**2 + 72*q11*q12**2*q22 + 24*q12**4, _s, 4.0)
 
 
 def nngp(q11, q12, q22):
@@ -99,7 +99,7 @@ def _ntk_factor(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**3*(144*q11*q12*q22 + 96*q12**3)
+    return _num.unscale(144*q11*q12*q22 + 96*q12**3, _s, 3.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -114,7 +114,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 105*_s**4*q**4
+    return _num.unscale(105*q**4, _s, 4.0)
 
 
 def diag(q):
@@ -128,7 +128,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 240*_s**3*q**3
+    return _num.unscale(240*q**3, _s, 3.0)
 
 
 def ntk_diag(q):

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:bc611fba9edc3e1191c553edd7a1a0053f2173660b462017fac8c11a02abd68a
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:bc611fba9edc3e1191c553edd7a1a0053f2173660b462017fac8c11a02abd68a
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _nngp(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**5*(225*q11**2*q12*q22**2 + 600*q11*q12**3*q22 + 120*q12**5)
+    return _num.unscale(225*q11**2*q12*q22**2 + 600*q11*q12**3*q22 + 120*q12**5, _s, 5.0)
 
 
 def nngp(q11, q12, q22):
@@ -99,7 +99,7 @@ def _ntk_factor(q11, q12, q22):
     _s = _num.variance_scale(q11, q22)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
-    return _s**4*(225*q11**2*q22**2 + 1800*q11*q12**2*q22 + 600*q12**4)
+    return _num.unscale(225*q11**2*q22**2 + 1800*q11*q12**2*q22 + 600*q12**4, _s, 4.0)
 
 
 def ntk_factor(q11, q12, q22):
@@ -114,7 +114,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 945*_s**5*q**5
+    return _num.unscale(945*q**5, _s, 5.0)
 
 
 def diag(q):
@@ -128,7 +128,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return 2625*_s**4*q**4
+    return _num.unscale(2625*q**4, _s, 4.0)
 
 
 def ntk_diag(q):

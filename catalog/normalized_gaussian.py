@@ -26,7 +26,7 @@ Conventions:
   * Zero variance (q11 = 0 or q22 = 0): the variable is the constant 0, so T = E[σ(u)]·E[σ(v)] with
     E[σ(0)] = σ(0) (and Ṫ likewise with σ'); gradients there are finite (double-where).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:918c6d950581f31f522ffb6c44661576deb6e5daa6b64c8ed4d953971685cab6
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:918c6d950581f31f522ffb6c44661576deb6e5daa6b64c8ed4d953971685cab6
 """
 
 from __future__ import annotations

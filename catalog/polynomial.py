@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:b8a0a9bab70c8a4e8bd60a43d11c516486f20784296b8d7f261cf6d4b919c931
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:b8a0a9bab70c8a4e8bd60a43d11c516486f20784296b8d7f261cf6d4b919c931
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _nngp(q11, q12, q22, c0, c1, c2, c3):
     t1 = c0*c2*t0
     t2 = 3*_r*c1*c3*q12
     t3 = q11*q22
-    return _s**3*(_r**3*c0**2 + _r*c2**2*(2*q12**2 + t3) + c1**2*q12*t0 + c3**2*(6*q12**3 + 9*q12*t3) + q11*t1 + q11*t2 + q22*t1 + q22*t2)
+    return _num.unscale(_r**3*c0**2 + _r*c2**2*(2*q12**2 + t3) + c1**2*q12*t0 + c3**2*(6*q12**3 + 9*q12*t3) + q11*t1 + q11*t2 + q22*t1 + q22*t2, _s, 3.0)
 
 
 def nngp(q11, q12, q22, *, c0=None, c1=None, c2=None, c3=None):
@@ -127,7 +127,7 @@ def _ntk_factor(q11, q12, q22, c0, c1, c2, c3):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 3*_r*c1*c3
-    return _s**2*(_r**2*c1**2 + 4*_r*c2**2*q12 + 9*c3**2*(q11*q22 + 2*q12**2) + q11*t0 + q22*t0)
+    return _num.unscale(_r**2*c1**2 + 4*_r*c2**2*q12 + 9*c3**2*(q11*q22 + 2*q12**2) + q11*t0 + q22*t0, _s, 2.0)
 
 
 def ntk_factor(q11, q12, q22, *, c0=None, c1=None, c2=None, c3=None):
@@ -148,7 +148,7 @@ def _diag(q, c0, c1, c2, c3):
     q = _r*q
     t0 = _r**2*q
     t1 = _r*q**2
-    return _s**3*(_r**3*c0**2 + 2*c0*c2*t0 + c1**2*t0 + 6*c1*c3*t1 + 3*c2**2*t1 + 15*c3**2*q**3)
+    return _num.unscale(_r**3*c0**2 + 2*c0*c2*t0 + c1**2*t0 + 6*c1*c3*t1 + 3*c2**2*t1 + 15*c3**2*q**3, _s, 3.0)
 
 
 def diag(q, *, c0=None, c1=None, c2=None, c3=None):
@@ -167,7 +167,7 @@ def _ntk_diag(q, c0, c1, c2, c3):
     _r = 1/_s
     q = _r*q
     t0 = _r*q
-    return _s**2*(_r**2*c1**2 + 6*c1*c3*t0 + 4*c2**2*t0 + 27*c3**2*q**2)
+    return _num.unscale(_r**2*c1**2 + 6*c1*c3*t0 + 4*c2**2*t0 + 27*c3**2*q**2, _s, 2.0)
 
 
 def ntk_diag(q, *, c0=None, c1=None, c2=None, c3=None):

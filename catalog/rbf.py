@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:94b8a119cfe53b68c2263f99e04add82431e81f6f38843b7bfe107cb9efd954f
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:94b8a119cfe53b68c2263f99e04add82431e81f6f38843b7bfe107cb9efd954f
 """
 
 from __future__ import annotations

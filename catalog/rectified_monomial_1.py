@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:9bf4431217da57eb1bc84f366caf3200e00b2f01bd361be8099e029e78deef65
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:9bf4431217da57eb1bc84f366caf3200e00b2f01bd361be8099e029e78deef65
 """
 
 from __future__ import annotations
@@ -139,13 +139,13 @@ def _ntk_factor_jvp(primals, tangents):
     t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
-    t3 = 1/(_s*t0)
+    t3 = 1/t0
     t4 = (1/4)*q12*t1*t3
     value = t2*_num.safe_atan2(q12, t0) + 1/4
     partials = (
-        -t4/q11,
-        t2*t3,
-        -t4/q22,
+        _num.unscale(-t4/q11, _s, -1.0),
+        _num.unscale(t2*t3, _s, -1.0),
+        _num.unscale(-t4/q22, _s, -1.0),
     )
     return value, _tangent(value, partials, tangents)
 

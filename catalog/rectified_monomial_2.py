@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:1b221498ce312b245c0559701afb521f71a9b9cca99cb8980ed3527fa3e6c5d2
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:1b221498ce312b245c0559701afb521f71a9b9cca99cb8980ed3527fa3e6c5d2
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _nngp(q11, q12, q22):
     t1 = q12**2
     t2 = 1/jnp.pi
     t3 = _num.sqrt_gram_det(q11, q12, q22)
-    return _s**2*((3/2)*q12*t2*t3 + (1/4)*t0 + (1/2)*t1 + (1/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3))
+    return _num.unscale((3/2)*q12*t2*t3 + (1/4)*t0 + (1/2)*t1 + (1/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3), _s, 2.0)
 
 
 def _nngp_jvp(primals, tangents):
@@ -119,11 +119,11 @@ def _nngp_jvp(primals, tangents):
     t7 = (1/2)*t5
     t8 = 2*t6
     t9 = (1/4)*t2
-    value = _s**2*((1/4)*t0 + (1/2)*t1 + (1/2)*t2*t6*(t0 + 2*t1) + (3/2)*t5)
+    value = _num.unscale((1/4)*t0 + (1/2)*t1 + (1/2)*t2*t6*(t0 + 2*t1) + (3/2)*t5, _s, 2.0)
     partials = (
-        _s*(t9*(q22*t8 + jnp.pi*q22) + t7/q11),
-        _s*(t2*(q12*t8 + jnp.pi*q12) + 2*t4),
-        _s*(t9*(q11*t8 + jnp.pi*q11) + t7/q22),
+        _num.unscale(t9*(q22*t8 + jnp.pi*q22) + t7/q11, _s, 1.0),
+        _num.unscale(t2*(q12*t8 + jnp.pi*q12) + 2*t4, _s, 1.0),
+        _num.unscale(t9*(q11*t8 + jnp.pi*q11) + t7/q22, _s, 1.0),
     )
     return value, _tangent(value, partials, tangents)
 
@@ -176,7 +176,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return (3/2)*_s**2*q**2
+    return _num.unscale((3/2)*q**2, _s, 2.0)
 
 
 def diag(q):

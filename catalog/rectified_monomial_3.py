@@ -33,7 +33,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6abfafdaa97bb70b2b5bc3cfa33b1d6ba36d349341e6490849f372b19fa3f5f0
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6abfafdaa97bb70b2b5bc3cfa33b1d6ba36d349341e6490849f372b19fa3f5f0
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _nngp(q11, q12, q22):
     t2 = q12*(3*t0 + 2*t1)
     t3 = 1/jnp.pi
     t4 = _num.sqrt_gram_det(q11, q12, q22)
-    return _s**3*((3/2)*t2*t3*_num.safe_atan2(q12, t4) + (3/4)*t2 + (1/2)*t3*t4*(4*t0 + 11*t1))
+    return _num.unscale((3/2)*t2*t3*_num.safe_atan2(q12, t4) + (3/4)*t2 + (1/2)*t3*t4*(4*t0 + 11*t1), _s, 3.0)
 
 
 def _nngp_jvp(primals, tangents):
@@ -119,18 +119,17 @@ def _nngp_jvp(primals, tangents):
     t5 = t3*t4
     t6 = (1/2)*t5
     t7 = _num.safe_atan2(q12, t4)
-    t8 = _s**2
-    t9 = q12*q22
-    t10 = 9*jnp.pi
-    t11 = 18*t7
-    t12 = (1/4)*t3
-    t13 = t6*(6*t0 + 3*t1)
-    t14 = q11*q12
-    value = _s**3*((3/2)*t2*t3*t7 + (3/4)*t2 + t6*(4*t0 + 11*t1))
+    t8 = q12*q22
+    t9 = 9*jnp.pi
+    t10 = 18*t7
+    t11 = (1/4)*t3
+    t12 = t6*(6*t0 + 3*t1)
+    t13 = q11*q12
+    value = _num.unscale((3/2)*t2*t3*t7 + (3/4)*t2 + t6*(4*t0 + 11*t1), _s, 3.0)
     partials = (
-        t8*(t12*(t10*t9 + t11*t9) + t13/q11),
-        t8*((27/2)*q12*t5 + t12*(t0*t10 + t0*t11 + 36*t1*t7 + 18*jnp.pi*t1)),
-        t8*(t12*(t10*t14 + t11*t14) + t13/q22),
+        _num.unscale(t11*(t10*t8 + t8*t9) + t12/q11, _s, 2.0),
+        _num.unscale((27/2)*q12*t5 + t11*(t0*t10 + t0*t9 + 36*t1*t7 + 18*jnp.pi*t1), _s, 2.0),
+        _num.unscale(t11*(t10*t13 + t13*t9) + t12/q22, _s, 2.0),
     )
     return value, _tangent(value, partials, tangents)
 
@@ -155,7 +154,7 @@ def _ntk_factor(q11, q12, q22):
     t1 = q12**2
     t2 = 1/jnp.pi
     t3 = _num.sqrt_gram_det(q11, q12, q22)
-    return _s**2*((27/2)*q12*t2*t3 + (9/4)*t0 + (9/2)*t1 + (9/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3))
+    return _num.unscale((27/2)*q12*t2*t3 + (9/4)*t0 + (9/2)*t1 + (9/2)*t2*(t0 + 2*t1)*_num.safe_atan2(q12, t3), _s, 2.0)
 
 
 def _ntk_factor_jvp(primals, tangents):
@@ -174,11 +173,11 @@ def _ntk_factor_jvp(primals, tangents):
     t8 = 9*jnp.pi
     t9 = 18*t6
     t10 = (1/4)*t2
-    value = _s**2*((9/4)*t0 + (9/2)*t1 + (9/2)*t2*t6*(t0 + 2*t1) + (27/2)*t5)
+    value = _num.unscale((9/4)*t0 + (9/2)*t1 + (9/2)*t2*t6*(t0 + 2*t1) + (27/2)*t5, _s, 2.0)
     partials = (
-        _s*(t10*(q22*t8 + q22*t9) + t7/q11),
-        _s*(t2*(q12*t8 + q12*t9) + 18*t4),
-        _s*(t10*(q11*t8 + q11*t9) + t7/q22),
+        _num.unscale(t10*(q22*t8 + q22*t9) + t7/q11, _s, 1.0),
+        _num.unscale(t2*(q12*t8 + q12*t9) + 18*t4, _s, 1.0),
+        _num.unscale(t10*(q11*t8 + q11*t9) + t7/q22, _s, 1.0),
     )
     return value, _tangent(value, partials, tangents)
 
@@ -198,7 +197,7 @@ def _diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return (15/2)*_s**3*q**3
+    return _num.unscale((15/2)*q**3, _s, 3.0)
 
 
 def diag(q):
@@ -212,7 +211,7 @@ def _ntk_diag(q):
     _s = _num.variance_scale(q)
     _r = 1/_s
     q = _r*q
-    return (27/2)*_s**2*q**2
+    return _num.unscale((27/2)*q**2, _s, 2.0)
 
 
 def ntk_diag(q):

@@ -27,7 +27,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:cadeba45a39bd1dc255e929e0b63e2ab3656a2a0aeb1b01a8e38ece409eb9ea1
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:cadeba45a39bd1dc255e929e0b63e2ab3656a2a0aeb1b01a8e38ece409eb9ea1
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6de98cb71c7d239a6c65f8d56d54502db2d319a054ad1a11afe5f0ae20e5f025
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6de98cb71c7d239a6c65f8d56d54502db2d319a054ad1a11afe5f0ae20e5f025
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:dbb41f42ec08368715a0451653a564fe4469fff5c08599686b388d0d1daa253a
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:dbb41f42ec08368715a0451653a564fe4469fff5c08599686b388d0d1daa253a
 """
 
 from __future__ import annotations

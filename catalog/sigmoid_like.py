@@ -44,7 +44,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:ff5b125756464a4886689e6dc95c804795879b221aff30185748034f1d5c1a61
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:ff5b125756464a4886689e6dc95c804795879b221aff30185748034f1d5c1a61
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _ntk_factor(q11, q12, q22):
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = (0.4507714627979586)*_r
-    return (1/16)*jnp.sqrt(10)/(jnp.pi*_s*_num.safe_sqrt((1.3004474347072728)*_r**2 + q11*t0 + q22*t0 + (5/32)*_num.gram_det(q11, q12, q22)))
+    return _num.unscale((1/16)*jnp.sqrt(10)/(jnp.pi*_num.safe_sqrt((1.3004474347072728)*_r**2 + q11*t0 + q22*t0 + (5/32)*_num.gram_det(q11, q12, q22))), _s, -1.0)
 
 
 def ntk_factor(q11, q12, q22):

@@ -28,7 +28,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:971ece49c588e62fbcb7d8e1ea9f8260fe5a043ca5bfbc602b18e10e39e7e4a2
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:971ece49c588e62fbcb7d8e1ea9f8260fe5a043ca5bfbc602b18e10e39e7e4a2
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6b5a8c5e415ab55ffda1a95af40b0652130c792520f07f75595b7c2450777f4f
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6b5a8c5e415ab55ffda1a95af40b0652130c792520f07f75595b7c2450777f4f
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:8941726fcf06cbfe302fa512991b16aebb45a21b55f23c385a5b57bf58e6cd11
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:8941726fcf06cbfe302fa512991b16aebb45a21b55f23c385a5b57bf58e6cd11
 """
 
 from __future__ import annotations

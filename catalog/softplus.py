@@ -28,7 +28,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:2bc7198d17311d7b32231150364572f367dc439ac5d56ee5fd46159eb4b3dda0
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:2bc7198d17311d7b32231150364572f367dc439ac5d56ee5fd46159eb4b3dda0
 """
 
 from __future__ import annotations

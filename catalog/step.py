@@ -31,7 +31,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:c7a3480ede510fbb23e1818dec20578e49b15a933284e567999f870e34f4f4cb
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:c7a3480ede510fbb23e1818dec20578e49b15a933284e567999f870e34f4f4cb
 """
 
 from __future__ import annotations
@@ -104,13 +104,13 @@ def _nngp_jvp(primals, tangents):
     t0 = _num.sqrt_gram_det(q11, q12, q22)
     t1 = 1/jnp.pi
     t2 = (1/2)*t1
-    t3 = 1/(_s*t0)
+    t3 = 1/t0
     t4 = (1/4)*q12*t1*t3
     value = t2*_num.safe_atan2(q12, t0) + 1/4
     partials = (
-        -t4/q11,
-        t2*t3,
-        -t4/q22,
+        _num.unscale(-t4/q11, _s, -1.0),
+        _num.unscale(t2*t3, _s, -1.0),
+        _num.unscale(-t4/q22, _s, -1.0),
     )
     return value, _tangent(value, partials, tangents)
 

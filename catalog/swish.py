@@ -29,7 +29,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:2f517ada18db0b45435e650d2d4df615cf20a8e43f611c4fd2815281344a0534
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:2f517ada18db0b45435e650d2d4df615cf20a8e43f611c4fd2815281344a0534
 """
 
 from __future__ import annotations

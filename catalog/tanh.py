@@ -28,7 +28,7 @@ Conventions:
   * σ' is the almost-everywhere derivative: Dirac deltas at kinks and jumps are dropped, so for
     discontinuous σ (step, sign) the NTK factor Ṫ = E[σ'(u)σ'(v)] omits the δ·δ term (as neural-tangents).
 
-Provenance: dualact.codegen 6, sympy 1.14.0, derivation sha256:6b19155cb37ae080d5a28cd79e2f1f7a4dce2978eb1b933d8bbd1c807de50e69
+Provenance: dualact.codegen 7, sympy 1.14.0, derivation sha256:6b19155cb37ae080d5a28cd79e2f1f7a4dce2978eb1b933d8bbd1c807de50e69
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from .template import (
     HERMITE_TABLE,
 )
 
-GENERATOR_VERSION = "6"
+GENERATOR_VERSION = "7"
 """Bumped whenever the emitted text changes; ``dualact catalog check`` reports older modules as stale."""
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch (``$`` would accept a trailing newline)

@@ -47,6 +47,9 @@ class JaxCodePrinter(JaxPrinter):
         name = type(expr).__name__
         if name == "safe_sqrt":
             return f"_num.safe_sqrt({self._print(expr.args[0])})"
+        if name == "unscale":
+            value, scale, degree = expr.args
+            return f"_num.unscale({self._print(value)}, {self._print(scale)}, {float(degree)!r})"
         if name == "gram_det":
             return f"_num.gram_det({', '.join(self._print(a) for a in expr.args)})"
         if name == "sqrt_gram_det":

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .stabilize import gram_det, safe_atan2, safe_sqrt, sqrt_gram_det
+from .stabilize import gram_det, safe_atan2, safe_sqrt, sqrt_gram_det, unscale
 
 __all__ = ["RECIPROCAL", "SCALE", "rescale", "rescale_all"]
 
@@ -110,8 +110,9 @@ def rescale(expr: sp.Expr, variables: tuple) -> tuple[sp.Expr, sp.Expr, sp.Expr]
 
 
 def rescale_all(exprs: list, variables: tuple) -> list | None:
-    """The expressions as f̃·s^D if all can be rescaled and one has degrees above 1 (else None)."""
+    """The expressions as unscale(f̃, s, D) = f̃·s^D (the factor applied after f̃, one s at a time) if all can
+    be rescaled and one has degrees above 1 (else None)."""
     out = [rescale(e, variables) for e in exprs]
     if any(o is None for o in out) or max(o[2] for o in out) <= 1:
         return None
-    return [f * S**d for d, f, _ in out]
+    return [f if d == 0 else unscale(f, S, d) for d, f, _ in out]

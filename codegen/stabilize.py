@@ -59,6 +59,13 @@ class gram_det(sp.Function):  # noqa: N801 - printed name
         return (b, -2 * c, a)[argindex - 1]
 
 
+class unscale(sp.Function):  # noqa: N801 - printed name
+    """unscale(f, s, D) = f·s^D applied one factor at a time after f (printed as ``_num.unscale``; see
+    there and :mod:`dualact.codegen.scaling`)."""
+
+    nargs = 3
+
+
 class sqrt_gram_det(sp.Function):  # noqa: N801 - printed name
     """√(q11·q22 − q12²), clamped at 0, exactly 0 at ρ = ±1 and free of overflow for any representable
     variances (printed as ``_num.sqrt_gram_det``; see there)."""

@@ -194,6 +194,17 @@ def test_degree_two_formulas_in_float32_at_huge_variances(name):
             assert np.all(np.abs(v32 - v64) <= 1e-5 * norm + 1e-37), (qv, rho, v32, v64)
 
 
+def test_scale_factor_is_applied_after_the_rescaled_formula():
+    """The Gaussian NTK factor at ρ = ±1 is f̃·s^{-2} with f̃ ~ s^{3/2} (its radicand loses the gram_det term):
+    s^{-2} formed first overflowed, and the value was 0 from q ≈ 1e20 (float32) and 1e156 (float64)."""
+    k = dualact.catalog.get("gaussian")
+    for qv, dtype, tol in [(1e22, jnp.float32, 1e-5), (1e25, jnp.float32, 1e-5), (1e180, jnp.float64, 1e-13)]:
+        q = jnp.asarray(qv, dtype)
+        ref = qv**-0.5 / (2 + 1 / qv) ** 1.5  # E[u² e^{-u²}] = q/(1 + 2q)^{3/2}, u ~ N(0, q)
+        for rho in (1.0, -1.0):
+            assert abs(float(k.ntk_factor(q, rho * q, q)) - rho * ref) <= tol * ref, (qv, rho)
+
+
 @pytest.mark.parametrize("name", ["gelu", "gabor", "erf", "gaussian"])
 def test_kernels_at_rho_one_and_large_variances_match_the_symbolic_formulas(name):
     """Polynomials in which q11·q22 − q12² cancels leading terms are reduced modulo q12² = q11·q22 − gram_det

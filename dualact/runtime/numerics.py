@@ -93,6 +93,24 @@ def variance_scale(*variances):
     return jax.lax.stop_gradient(_power_of_two(2 * k, dtype))
 
 
+def unscale(value, s, degree):
+    """value·s^degree for a scale s = 4^k (:func:`variance_scale`) and a static degree, one factor s (or
+    1/s) at a time after the value: a rescaled formula f̃ can be of order s^{-3/2} where its leading term
+    vanishes (ρ = ±1), and s^D formed first over- or underflows although f̃·s^D is representable.
+
+    >>> float(unscale(2.0, 4.0, -1.5))
+    0.25
+    """
+    value = jnp.asarray(value)
+    whole, rest = divmod(abs(float(degree)), 1.0)
+    step = s if degree > 0 else 1 / s
+    for _ in range(int(whole)):
+        value = value * step
+    if rest:
+        value = value * step**rest
+    return value
+
+
 @jax.custom_jvp
 def sqrt_gram_det(q11, q12, q22):
     """√max(q11·q22 − q12², 0) for variances of any magnitude the dtype can hold, exactly 0 at ρ = ±1.
