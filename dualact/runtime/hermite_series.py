@@ -77,32 +77,36 @@ def _dtype(*args):
 # ------------------------------------------------------------------------------------------------
 # One-dimensional expectations (exact diagonal and |ρ| = 1)
 # ------------------------------------------------------------------------------------------------
+def _moving_edges(s, xs, dtype):
+    """Panel edges x/s in z for the arguments ``xs`` of σ (s = 0 sends them to +L: zero-width panels)."""
+    s = jax.lax.stop_gradient(s)  # the integral does not depend on where the panels are cut
+    pos = s > 0
+    inv = jnp.where(pos, 1.0 / jnp.where(pos, s, 1.0), 0.0)
+    return jnp.where(pos, jnp.asarray(xs, dtype) * inv, _L)
+
+
+def _panels(e, dtype):
+    """Composite Gauss–Legendre nodes z and weights·φ(z) on the sorted panel edges ``e`` (..., E)."""
+    xi, wi = (jnp.asarray(a, dtype) for a in np.polynomial.legendre.leggauss(_N_NODES))
+    lo, hi = e[..., :-1, None], e[..., 1:, None]
+    half = 0.5 * (hi - lo)
+    z = (0.5 * (hi + lo) + half * xi).reshape(e.shape[:-1] + (-1,))
+    w = (half * wi).reshape(e.shape[:-1] + (-1,)) * jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return z, w
+
+
 def _rule(scales_kinks, dtype, graded=()):
     """Composite GL nodes and weights·φ(z) on the static grid plus the kinks k/s and, for each scale s in
-    ``graded``, the σ-scale grading ±2^k/s (:data:`_X_GRADES`) (static shape)."""
+    ``graded``, the σ-scale grading ±2^k/s (:data:`_X_GRADES`) (static shape; each s has a trailing axis of
+    length 1)."""
     pts = [jnp.asarray(_GRID, dtype)]
-
-    def moving(s, xs):  # edges x/s in z; s has a trailing axis of length 1, s = 0 sends them to +L
-        s = jax.lax.stop_gradient(s)  # the integral does not depend on where the panels are cut
-        pos = s > 0
-        inv = jnp.where(pos, 1.0 / jnp.where(pos, s, 1.0), 0.0)
-        return jnp.where(pos, jnp.asarray(xs, dtype) * inv, _L)
-
-    for s, ks in scales_kinks:
-        if ks:
-            pts.append(moving(s, ks))
-    pts += [moving(s, _X_GRADES) for s in graded]
+    pts += [_moving_edges(s, ks, dtype) for s, ks in scales_kinks if ks]
+    pts += [_moving_edges(s, _X_GRADES, dtype) for s in graded]
     batch = jnp.broadcast_shapes(*[p.shape[:-1] for p in pts])
     e = jnp.concatenate([jnp.broadcast_to(p, batch + p.shape[-1:]) for p in pts], axis=-1)
     if len(pts) > 1:
         e = jnp.sort(jnp.clip(e, -_L, _L), axis=-1)
-    xi, wi = np.polynomial.legendre.leggauss(_N_NODES)
-    xi, wi = jnp.asarray(xi, dtype), jnp.asarray(wi, dtype)
-    lo, hi = e[..., :-1, None], e[..., 1:, None]
-    half = 0.5 * (hi - lo)
-    z = (0.5 * (hi + lo) + half * xi).reshape(batch + (-1,))
-    w = (half * wi).reshape(batch + (-1,)) * jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z, w
+    return _panels(e, dtype)
 
 
 def one_dimensional(fn: Callable, kinks: Sequence[float], sa, sb):
@@ -114,13 +118,12 @@ def one_dimensional(fn: Callable, kinks: Sequence[float], sa, sb):
     sa, sb = jnp.asarray(sa), jnp.asarray(sb)
     dtype = _dtype(sa, sb)
     sa, sb = sa.astype(dtype), sb.astype(dtype)
-    sa, sb = jnp.broadcast_arrays(sa, sb)
 
-    def sums(graded):
+    def sums(s_ref):
         z, w = _rule(
             [(sa[..., None], kinks), (sb[..., None], kinks), (sb[..., None], tuple(-k for k in kinks))],
             dtype,
-            graded=(sa[..., None], sb[..., None]) if graded else (),
+            graded=() if s_ref is None else (sa[..., None], sb[..., None]),
         )
         fa = fn(sa[..., None] * z)
         fb = fn(sb[..., None] * z)
@@ -137,10 +140,11 @@ def one_dimensional(fn: Callable, kinks: Sequence[float], sa, sb):
 
 
 def _by_reach(sums, *scales):
-    """``sums(graded)`` with the σ-scale grading only where some scale exceeds :data:`_STATIC_REACH` (one
-    branch per call: the grading costs as many nodes again as the static rule)."""
+    """``sums(s_ref)``, s_ref the largest of the scales, where it exceeds :data:`_STATIC_REACH` (the rule then
+    needs the σ-scale grading), else ``sums(None)`` (the static rule): one branch per call, since the
+    grading costs as many nodes again as the static rule."""
     s_ref = jax.lax.stop_gradient(functools.reduce(jnp.maximum, [jnp.max(s, initial=0.0) for s in scales]))
-    return jax.lax.cond(s_ref > _STATIC_REACH, lambda: sums(True), lambda: sums(False))
+    return jax.lax.cond(s_ref > _STATIC_REACH, lambda: sums(s_ref), lambda: sums(None))
 
 
 def _mean_square(fn, kinks, q):
@@ -301,8 +305,8 @@ _BLOCK = 16  # terms per Horner block (one fused pass over the (R, C) accumulato
 def _moments(fn, kinks, s):
     """(E[f(s z)²], E[f(s z)]) per entry of s ≥ 0 (the rule of :func:`diag`)."""
 
-    def sums(graded):
-        z, w = _rule([(s[..., None], kinks)], s.dtype, graded=(s[..., None],) if graded else ())
+    def sums(s_ref):
+        z, w = _rule([(s[..., None], kinks)], s.dtype, graded=() if s_ref is None else (s[..., None],))
         f = fn(s[..., None] * z)
         return jnp.sum(w * f * f, -1), jnp.sum(w * f, -1)
 
@@ -333,18 +337,9 @@ def _half_rule(dtype, s_ref):
     :data:`_SHARED_X_GRADES`), which resolve every row and column with s ≥ 2^-10·s_ref (s_ref itself at any
     size). Scales in between (1e4 < s < 2^-10·s_ref: variances spread over more than six decades above 1e8
     within one block) get the coarser of the two gradings."""
-    xi, wi = (jnp.asarray(a, dtype) for a in np.polynomial.legendre.leggauss(_N_NODES))
     static = jnp.asarray(_GRID[_GRID >= 0], dtype)
-    s_ref = jax.lax.stop_gradient(s_ref)
-    pos = s_ref > 0
-    inv = jnp.where(pos, 1.0 / jnp.where(pos, s_ref, 1.0), 0.0)
-    moving = jnp.where(pos, jnp.asarray(_SHARED_X_GRADES, dtype) * inv, _L)
-    e = jnp.sort(jnp.concatenate([static, jnp.clip(moving, 0.0, _L)]))
-    lo, hi = e[:-1, None], e[1:, None]
-    half = 0.5 * (hi - lo)
-    z = (0.5 * (hi + lo) + half * xi).reshape(-1)
-    w = (half * wi).reshape(-1) * jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z, w
+    moving = jnp.clip(_moving_edges(s_ref, _SHARED_X_GRADES, dtype), 0.0, _L)
+    return _panels(jnp.sort(jnp.concatenate([static, moving])), dtype)
 
 
 def _terms_needed(ca, cb, rtol):
@@ -421,9 +416,8 @@ def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
                     mm(jnp.concatenate([oa, ua * odd], -1), jnp.concatenate([ob, -ub * odd], -1)))
 
         # the static rule where it resolves every scale of the block, else the one graded at the largest
-        s_ref = jax.lax.stop_gradient(jnp.maximum(jnp.max(sa, initial=0.0), jnp.max(sb, initial=0.0)))
         NRe, NRo = _by_reach(
-            lambda graded: products(_half_rule(dtype, s_ref) if graded else _static_half_rule(dtype)), sa, sb
+            lambda s_ref: products(_static_half_rule(dtype) if s_ref is None else _half_rule(dtype, s_ref)), sa, sb
         )
     else:  # panel edges at k/s differ per pair: elementwise one-dimensional quadrature
         _, _, Pp, Pm = one_dimensional(fn, kinks, sa[..., :, None], sb[..., None, :])
