@@ -246,7 +246,7 @@ def test_log_ndtr_against_mpmath_with_finite_gradients():
     """The tier's own log Φ: jax.scipy's log_ndtr is off by 4e-9 (in log) near t = −20."""
     import mpmath
 
-    from dualact.runtime.quadrature_1d import log_ndtr
+    from dualact.runtime.normal_tails import log_ndtr
 
     t = np.concatenate([np.linspace(-60.0, 9.0, 277), [-30.0, -20.01, 0.0]])
     with mpmath.workdps(40):
@@ -300,7 +300,7 @@ def test_erfcx_against_mpmath_with_finite_gradients():
     """The tier's own scaled erfc: jax.scipy's erfcx returns 0 for u in (26.55, 26.64) (jax 0.10)."""
     import mpmath
 
-    from dualact.runtime.quadrature_1d import _erfcx
+    from dualact.runtime.normal_tails import erfcx as _erfcx
 
     u = np.concatenate([np.linspace(0.0, 40.0, 401), np.linspace(26.5, 26.7, 41), [19.999, 20.0, 20.001],
                         np.logspace(2, 6, 30)])
@@ -344,7 +344,7 @@ def test_bounded_pieces_stay_accurate_at_huge_variance(src, q):
 
 
 def test_erfcx_float32_is_finite_and_accurate():
-    from dualact.runtime.quadrature_1d import _erfcx
+    from dualact.runtime.normal_tails import erfcx as _erfcx
 
     u = np.linspace(0.0, 60.0, 601)
     got = np.asarray(_erfcx(jnp.asarray(u, jnp.float32)), np.float64)

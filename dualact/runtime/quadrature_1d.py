@@ -41,8 +41,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import erfc
 
+from . import rectangle_moments
+from .normal_tails import log_ndtr, normal_tail
 from .numerics import safe_sqrt, sqrt_gram_det
 
 __all__ = ["Kernel1D", "conditional_mean", "log_ndtr", "piecewise"]
@@ -55,58 +56,9 @@ _TAIL_SPAN = 40.0  # that window is [t, t + 40/t]: e^{−40} ≈ 4e-18 of the in
 _LAYER = 8.0  # boundary-layer half-width of g(cz, s) around z = k/c, in units of s/abs(c)
 _EXP_EDGES = (2.0, 8.0, 32.0)  # extra edges at these distances·1/|β| (in x) from each kink, for pieces e^{βx}
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_SQRT_PI = math.sqrt(math.pi)
-_ERFCX_SWITCH = 20.0
 _NARROW = 0.5  # a bounded piece narrower than s/2 is integrated by Gauss–Legendre (see _narrow_piece)
 _NARROW_RATE = 4.0  # … and if e^{βx} changes by at most e^4 across it
 _NARROW_XI, _NARROW_WI = (tuple(float(v) for v in a) for a in np.polynomial.legendre.leggauss(12))
-_TAIL_TERMS = 10  # terms of erfcx's asymptotic series (see _erfcx)
-
-
-def log_ndtr(t):
-    """log Φ(t), accurate to about 1e-13 absolute (relative to t²/2 in the far tail) for every t.
-
-    log Φ(t) = log(½ erfcx(−t/√2)) − t²/2 for t < 0 and log1p(−e^{−t²/2}·½ erfcx(t/√2)) for t ≥ 0 (see
-    :func:`_normal_tail`), with finite gradients everywhere. It replaces ``jax.scipy.special.log_ndtr``, which
-    costs two erf/erfc pairs per call and is off by up to 4e-9 in log near t = −20, where it switches to a
-    three-term series.
-
-    >>> import jax.numpy as jnp
-    >>> round(float(jnp.exp(log_ndtr(jnp.array(0.0)))), 15)
-    0.5
-    """
-    t = jnp.asarray(t)
-    neg, decay, scaled = _normal_tail(t)
-    return jnp.where(neg, jnp.log(scaled) - 0.5 * t * t, jnp.log1p(-decay * scaled))
-
-
-def _normal_tail(t):
-    """(neg, e^{−t²/2}, Φ(−|t|)·e^{t²/2}) for Φ(t) = e^{−t²/2}·m where t < 0 (``neg``), 1 − e^{−t²/2}·m
-    elsewhere, with m = Φ(−|t|)·e^{t²/2} = ½ erfcx(|t|/√2) accurate for every t (it is ~1/(|t|√(2π)) in the
-    tail, where e^{−t²/2} underflows: callers with an exact exponent use m alone there)."""
-    u = jnp.abs(t) * _INV_SQRT_2
-    return t < 0, jnp.exp(-u * u), 0.5 * _erfcx(u)
-
-
-def _erfcx(u):
-    """e^{u²}·erfc(u) for u ≥ 0, to about eps·u² relative (the rounding of u² in the exponent).
-
-    e^{u²}·erfc(u) below u = 20 in float64 (erfc(20) ≈ 5e-176 is far from the subnormal range; 8 in float32,
-    where e^{u²} overflows beyond u ≈ 9.4), else the asymptotic series 1/(u√π)·Σ_k (−1)^k (2k−1)!!/(2u²)^k (its
-    11th term is below 1e-19 at u = 20 and 1e-12 at u = 8); both branches see clamped arguments (double-where).
-    ``jax.scipy.special.erfcx`` is not used: it returns 0 for u in (26.55, 26.64), where erfc underflows just
-    below its switch to the series (jax 0.10).
-    """
-    switch = min(_ERFCX_SWITCH, math.sqrt(math.log(float(jnp.finfo(u.dtype).max))) - 1.0)
-    bulk = u < switch
-    ub = jnp.where(bulk, u, 0.0)
-    ut = jnp.where(bulk, switch, u)
-    r = 0.5 / (ut * ut)
-    series = jnp.ones_like(ut)
-    for k in range(_TAIL_TERMS, 0, -1):
-        series = 1.0 - (2 * k - 1) * r * series
-    return jnp.where(bulk, jnp.exp(ub * ub) * erfc(ub), series / (ut * _SQRT_PI))
 
 
 def _floats(*args):
@@ -154,7 +106,7 @@ def _mass(E, tl, th, lo, hi, tail_exponent):
     """
 
     def term(t, x0):
-        neg, decay, scaled = _normal_tail(t)
+        neg, decay, scaled = normal_tail(t)
         return jnp.exp(jnp.where(neg, tail_exponent(x0), E)) * jnp.where(neg, scaled, 1.0 - decay * scaled)
 
     if lo is None and hi is None:
@@ -351,7 +303,7 @@ class Kernel1D:
                     edges += [kink - X * step_a, kink + X * step_a, centre - X * step_c, centre + X * step_c]
         return jnp.sort(jnp.clip(jnp.stack(edges, -1), zlo[..., None], zhi[..., None]), axis=-1)
 
-    def _inner(self, key):
+    def _rule(self, key):
         pieces = self.pieces[key]
         rate = _max_rate(pieces)
         n = self.n_nodes
@@ -377,6 +329,20 @@ class Kernel1D:
                 return acc + w * piecewise(pieces, a * z) * _g_or_sigma(pieces, c * z, s)
 
             return jax.lax.fori_loop(0, (e.shape[-1] - 1) * n, node, jnp.zeros_like(a))
+
+        return value
+
+    def _inner(self, key):
+        """E[f(u)f(v)] for the pieces ``key``: the closed form of :mod:`~dualact.runtime.rectangle_moments` where
+        the whole batch lies within its reach, else the composite rule (one branch per call)."""
+        pieces = self.pieces[key]
+        rule = self._rule(key)
+
+        def closed(q11, q12, q22):
+            return rectangle_moments.expectation(pieces, pieces, q11, q12, q22, sqrt_gram_det(q11, q12, q22))
+
+        def value(q11, q12, q22):
+            return jax.lax.cond(rectangle_moments.within_reach(pieces, q11, q22), closed, rule, q11, q12, q22)
 
         return value
 
