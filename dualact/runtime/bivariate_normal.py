@@ -112,8 +112,8 @@ def orthant(h, k, r, a, gh, gk, rules="both"):
     the conditional ends gh = (h − ρk)/a, gk = (k − ρh)/a (:func:`gaps`; their value at a = 0 is unused).
 
     Near ρ = ±1 the result depends on h and k through gh and gk, which rounding in h and k would change by
-    eps/a: pass them formed from the problem's own data where it can. ``rules`` (static) skips a formula no
-    entry needs: "low" where no abs(ρ) ≥ 0.925 has a > 0, "high" where every abs(ρ) ≥ 0.925 (see
+    eps/a: pass them formed from the problem's own data where it can. ``rules`` (static) is "both", or "low"
+    where no entry with abs(ρ) ≥ 0.925 has a > 0: the expansion around abs(ρ) = 1 is then skipped (see
     :func:`rules_needed`).
 
     >>> h, k, r, a = 0.0, 0.0, 0.5, (1 - 0.25) ** 0.5
@@ -135,10 +135,7 @@ def orthant(h, k, r, a, gh, gk, rules="both"):
     k_signed = jnp.where(r < 0, -k, k)
     upper = expansion + normal_cdf(-jnp.maximum(h, k_signed))
     lower = jnp.maximum(0.0, normal_cdf(-h) - normal_cdf(-k_signed)) - expansion
-    near_one = jnp.where(r > 0, upper, lower)
-    if rules == "high":
-        return near_one
-    return jnp.where(high, near_one, _low(h, k, jnp.where(high, 0.0, r)))
+    return jnp.where(high, jnp.where(r > 0, upper, lower), _low(h, k, jnp.where(high, 0.0, r)))
 
 
 def rules_needed(r, a):

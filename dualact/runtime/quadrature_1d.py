@@ -171,11 +171,6 @@ def _narrow_piece(lo, hi, beta, coeffs, mu, inv_s):
     return total * inv_s * _INV_SQRT_2PI
 
 
-def _max_rate(pieces) -> float:
-    """max |β| over the exponential factors e^{βx} of the pieces (0.0 for piecewise polynomials)."""
-    return max((abs(float(beta)) for _, _, terms in pieces for beta, _ in terms), default=0.0)
-
-
 def _g_or_sigma(pieces, mu, s):
     """g(μ, s) with g(μ, 0) = σ(μ) (double-where: finite gradients at s = 0)."""
     pos = s > 0
@@ -204,7 +199,7 @@ class Kernel1D:
     @property
     def nodes(self) -> int:
         """Integrand evaluations per kernel entry (of T; Ṫ's pieces may have fewer edges)."""
-        per_kink = 6 + (4 * len(_EXP_EDGES) if _max_rate(self.pieces["activation"]) else 0)
+        per_kink = 6 + (4 * len(_EXP_EDGES) if rectangle_moments.max_rate(self.pieces["activation"]) else 0)
         return (len(_GRID) - 1 + per_kink * len(self.kinks)) * self.n_nodes
 
     # -- one-dimensional closed forms ----------------------------------------------------------------------
@@ -305,7 +300,7 @@ class Kernel1D:
 
     def _rule(self, key):
         pieces = self.pieces[key]
-        rate = _max_rate(pieces)
+        rate = rectangle_moments.max_rate(pieces)
         n = self.n_nodes
         live = [(lo, hi) for lo, hi, terms in pieces if terms]
         support = (live[0][0], live[-1][1]) if live else (None, None)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from .bivariate_normal import RULES, normal_cdf, rectangle, rules_needed
 
-__all__ = ["expectation", "within_reach"]
+__all__ = ["expectation", "max_rate", "within_reach"]
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -89,8 +89,8 @@ def _boundary(ends, other, mu_self, tilt_other, q_self, q12, root_self, sgd, log
         dt = t - mu_self
         density = jnp.exp(log_tilt - 0.5 * dt * dt / q_self) * _INV_SQRT_2PI / root_self
         # μ_other + (q12/q_self)(t − μ_self) = (q12/q_self)·t + tilt_other·(q11 q22 − q12²)/q_self, formed so:
-        # the two terms of the first form cancel near ρ = ±1, where s_cond is small; at ρ = ±1 a kink at 0 maps
-        # to exactly 0, where the point mass takes half its weight
+        # the two terms of the first form cancel near ρ = ±1, where the conditional deviation sgd/root_self is
+        # small; at ρ = ±1 a kink at 0 maps to exactly 0, where the point mass takes half its weight
         cond_mean = q12 / q_self * t + tilt_other * (sgd * sgd) / q_self
         out[t] = [density * c for c in _truncated(*other, cond_mean, sgd / root_self, n)]
     return out
@@ -178,13 +178,18 @@ _KINK_DEPTH = 4.0
 _NARROW_RATIO = 16.0
 
 
+def max_rate(pieces) -> float:
+    """max abs(β) over the exponential factors e^{βx} of the pieces (0.0 for piecewise polynomials)."""
+    return max((abs(float(beta)) for _, _, terms in pieces for beta, _ in terms), default=0.0)
+
+
 def within_reach(pieces, q11, q22):
     """Whether :func:`expectation` is accurate (see above) for every variance in the arrays q11 and q22 (one
     boolean for the whole batch, without gradient; variances must be positive)."""
     qs = jax.lax.stop_gradient(jnp.concatenate([jnp.ravel(q11), jnp.ravel(q22)]))
     q_min, q_max = jnp.min(qs), jnp.max(qs)
     ok = jnp.asarray(True)
-    rate = max((abs(beta) for _, _, terms in pieces for beta, _ in terms), default=0.0)
+    rate = max_rate(pieces)
     if rate:
         ok = ok & (rate * rate * q_max <= _TILT_MAX) & (rate * rate * q_min >= _TILT_MIN)
     ends = [t for lo, hi, terms in pieces if terms for t in (lo, hi) if t is not None]
