@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import branching
+
 __all__ = [
     "diag",
     "nngp",
@@ -144,7 +146,7 @@ def _by_reach(sums, *scales):
     needs the σ-scale grading), else ``sums(None)`` (the static rule): one branch per call, since the
     grading costs as many nodes again as the static rule."""
     s_ref = jax.lax.stop_gradient(functools.reduce(jnp.maximum, [jnp.max(s, initial=0.0) for s in scales]))
-    return jax.lax.cond(s_ref > _STATIC_REACH, lambda: sums(s_ref), lambda: sums(None))
+    return branching.cond(s_ref > _STATIC_REACH, lambda: sums(s_ref), lambda: sums(None))
 
 
 def _mean_square(fn, kinks, q):

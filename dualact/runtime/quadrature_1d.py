@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import rectangle_moments
+from . import branching, rectangle_moments
 from .normal_tails import log_ndtr, normal_tail
 from .numerics import safe_sqrt, sqrt_gram_det
 
@@ -337,7 +337,7 @@ class Kernel1D:
             return rectangle_moments.expectation(pieces, pieces, q11, q12, q22, sqrt_gram_det(q11, q12, q22))
 
         def value(q11, q12, q22):
-            return jax.lax.cond(rectangle_moments.within_reach(pieces, q11, q22), closed, rule, q11, q12, q22)
+            return branching.cond(rectangle_moments.within_reach(pieces, q11, q22), closed, rule, q11, q12, q22)
 
         return value
 

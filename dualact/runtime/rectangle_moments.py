@@ -33,6 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from . import branching
 from .bivariate_normal import RULES, normal_cdf, rectangle, rules_needed
 
 __all__ = ["expectation", "max_rate", "within_reach"]
@@ -160,7 +161,7 @@ def expectation(pieces_u, pieces_v, q11, q12, q22, sgd):
     # the batch's correlations decide which of the orthant's two formulas are evaluated (typical kernel
     # blocks have no abs(ρ) ≥ 0.925 off the diagonal: one formula instead of two, 2.5 times faster)
     branches = [functools.partial(total, rules) for rules in RULES]
-    return jax.lax.switch(rules_needed(jax.lax.stop_gradient(r), jax.lax.stop_gradient(ra)), branches)
+    return branching.switch(rules_needed(jax.lax.stop_gradient(r), jax.lax.stop_gradient(ra)), branches)
 
 
 # Where the closed form keeps ~1e-13 normalised accuracy in float64 (measured against the numerical rule on
