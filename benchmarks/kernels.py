@@ -18,8 +18,10 @@ Cases (the issue's):
   previous elementwise path ((n, n, J) arrays), timed at n=200 only (it takes minutes beyond that),
   with the matrix path at n=200 beside it.
 * ``fc_hermite_large``: tanh at n=20,000 (set A), tiled like ``fc_large``.
-* ``fc_1d``: the one-dimensional tier's catalog entries (ELU, SELU, relu(x − ½): a Gauss–Legendre rule over
-  panels per kernel entry, column ``nodes``), FC depth 3, NNGP+NTK, set A, at n=200 and n=1000.
+* ``fc_1d``: the one-dimensional tier's catalog entries (ELU, SELU, relu(x − ½)), FC depth 3, NNGP+NTK, set
+  A, at n=200 and n=1000. Each activation layer takes the closed form (bivariate normal rectangle moments)
+  where the batch's variances are within its reach, else the Gauss–Legendre rule over panels (column
+  ``nodes``); column ``path`` records which, layer by layer.
 
 Compile time = first call − best later call (the first call compiles every step; later calls hit the
 caches). All JAX devices are used (one on a plain CPU; ``--host-devices N`` splits the CPU into N XLA host
@@ -326,6 +328,24 @@ def bench_fc_hermite_large(repeats):
     ]
 
 
+def _one_dimensional_path(dual, x, depth, W_std, b_std):
+    """Per activation layer of the FC net, "closed" where the batch's variances lie within the closed form's
+    reach (:func:`dualact.runtime.rectangle_moments.within_reach`) for both T and Ṫ, else "rule"."""
+    import numpy as np
+
+    from dualact.runtime import rectangle_moments
+
+    kernel = dual.module._KERNEL
+    q = W_std**2 * np.mean(np.asarray(x) ** 2, axis=1) + b_std**2  # pre-activation variances of layer 1
+    paths = []
+    for _ in range(depth):
+        reach = all(bool(rectangle_moments.within_reach(kernel.pieces[key], q.min(), q.max()))
+                    for key in ("activation", "derivative"))
+        paths.append("closed" if reach else "rule")
+        q = W_std**2 * np.asarray(dual.diag(q)) + b_std**2
+    return "/".join(paths)
+
+
 def bench_fc_1d(repeats):
     from dualact import catalog
     from dualact import layers as L
@@ -339,9 +359,11 @@ def bench_fc_1d(repeats):
             reps = repeats if n <= 200 else 1  # n=1000 takes tens of seconds per call
             r = _time(lambda net=net, x=x: net.kernel_fn(x, None, ("nngp", "ntk")), reps)
             nodes = dual.derivation.accuracy["nodes"]
+            path = _one_dimensional_path(dual, x, depth=3, W_std=1.5, b_std=0.05)
             rows.append({"case": "fc_1d", "activation": f"{name} n={n} set A", "source": "catalog", "n": n,
-                         "d": 256, "inputs": "A", "nodes": nodes, **r})
-            print(f"  {rows[-1]['activation']}: {r['run_s']:.3f} s (compile {r['compile_s']:.1f} s)", flush=True)
+                         "d": 256, "inputs": "A", "nodes": nodes, "path": path, **r})
+            print(f"  {rows[-1]['activation']}: {r['run_s']:.3f} s (compile {r['compile_s']:.1f} s; {path})",
+                  flush=True)
     return rows
 
 
@@ -370,7 +392,8 @@ def _table(rows):
         if "target_s" in r and "run_s" in r:
             note = f"target < {r['target_s']} s"
         if "nodes" in r:
-            note = f"{r['nodes']} quadrature nodes per entry"
+            note = f"layers {r['path']} (rule: {r['nodes']} nodes per entry)" if "path" in r else \
+                f"{r['nodes']} quadrature nodes per entry"
         if r.get("case") in ("fc_large", "fc_hermite_large"):
             note = f"{r['output_gib']:.1f} GiB output, tiled"
         src = r.get("source", "")

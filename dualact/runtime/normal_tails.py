@@ -1,4 +1,5 @@
-"""The standard normal distribution's tails with relative accuracy: erfcx, Φ(−|t|)·e^{t²/2} and log Φ.
+"""The standard normal distribution's tails with relative accuracy (erfcx, Φ(−|t|)·e^{t²/2}, log Φ) and the
+moments of a normal density truncated to an interval.
 
 Shared by the one-dimensional tier (:mod:`dualact.runtime.quadrature_1d`) and the bivariate normal
 probabilities (:mod:`dualact.runtime.bivariate_normal`).
@@ -11,7 +12,7 @@ import math
 import jax.numpy as jnp
 from jax.scipy.special import erfc
 
-__all__ = ["erfcx", "log_ndtr", "normal_tail"]
+__all__ = ["erfcx", "log_ndtr", "normal_tail", "truncated_moments"]
 
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _SQRT_PI = math.sqrt(math.pi)
@@ -62,3 +63,26 @@ def erfcx(u):
     for k in range(_TAIL_TERMS, 0, -1):
         series = 1.0 - (2 * k - 1) * r * series
     return jnp.where(bulk, jnp.exp(ub * ub) * erfc(ub), series / (ut * _SQRT_PI))
+
+
+def truncated_moments(mass, mu, s, ends, n):
+    """[M_0, …, M_n], M_j = ∫_lo^hi x^j·w(x) dx for a weight w proportional to the N(μ, s²) density, from
+    M_0 = ``mass`` by the upward recurrence M_j = μ·M_{j−1} + (j − 1)s²·M_{j−2} + lo^{j−1}·b_lo − hi^{j−1}·b_hi
+    (integration by parts of x·w(x) = μ·w(x) − s²·w'(x)); ``ends`` = ((lo, b_lo), (hi, b_hi)) with b = s²·w at
+    that end, an infinite end as (None, None).
+
+    >>> [float(m) for m in truncated_moments(1.0, 0.0, 1.0, ((None, None), (None, None)), 4)]
+    [1.0, 0.0, 1.0, 0.0, 3.0]
+    """
+    (lo, b_lo), (hi, b_hi) = ends
+    out = [mass]
+    for j in range(1, n + 1):
+        nxt = mu * out[j - 1]
+        if j > 1:
+            nxt = nxt + (j - 1) * s * s * out[j - 2]
+        if lo is not None:
+            nxt = nxt + lo ** (j - 1) * b_lo
+        if hi is not None:
+            nxt = nxt - hi ** (j - 1) * b_hi
+        out.append(nxt)
+    return out

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import branching, rectangle_moments
-from .normal_tails import log_ndtr, normal_tail
+from .normal_tails import log_ndtr, normal_tail, truncated_moments
 from .numerics import safe_sqrt, sqrt_gram_det
 
 __all__ = ["Kernel1D", "conditional_mean", "log_ndtr", "piecewise"]
@@ -134,18 +134,10 @@ def conditional_mean(pieces, mu, s):
             def tail_exponent(x0, beta=beta):  # E − ((x0 − μ')/s)²/2 = β·x0 − ((x0 − μ)/s)²/2 exactly
                 return beta * x0 - 0.5 * jnp.square((x0 - mu) * inv_s)
 
-            moments = [_mass(E, tl, th, lo, hi, tail_exponent)]
-            bl = None if lo is None else jnp.exp(beta * lo - 0.5 * jnp.square((lo - mu) * inv_s)) * _INV_SQRT_2PI
-            bh = None if hi is None else jnp.exp(beta * hi - 0.5 * jnp.square((hi - mu) * inv_s)) * _INV_SQRT_2PI
-            for n in range(len(coeffs) - 1):
-                nxt = mup * moments[n]
-                if n:
-                    nxt = nxt + n * s * s * moments[n - 1]
-                if bl is not None:
-                    nxt = nxt + s * (lo**n) * bl
-                if bh is not None:
-                    nxt = nxt - s * (hi**n) * bh
-                moments.append(nxt)
+            # s²·w at the ends, w(x) = e^{βx}·φ((x − μ)/s)/s ∝ the N(μ', s²) density
+            ends = [(x0, None if x0 is None else s * jnp.exp(beta * x0 - 0.5 * jnp.square((x0 - mu) * inv_s))
+                     * _INV_SQRT_2PI) for x0 in (lo, hi)]
+            moments = truncated_moments(_mass(E, tl, th, lo, hi, tail_exponent), mup, s, ends, len(coeffs) - 1)
             value = sum(c * m for c, m in zip(coeffs, moments, strict=True) if c)
             if lo is not None and hi is not None and abs(beta) * (hi - lo) <= _NARROW_RATE:  # see _narrow_piece
                 value = jnp.where((hi - lo) < _NARROW * s, _narrow_piece(lo, hi, beta, coeffs, mu, inv_s), value)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from . import branching
 from .bivariate_normal import RULES, normal_cdf, rectangle, rules_needed
+from .normal_tails import truncated_moments
 
 __all__ = ["expectation", "max_rate", "within_reach"]
 
@@ -59,16 +60,7 @@ def _truncated(lo, hi, mu, s, n):
         mass = jnp.where(al > 0, normal_cdf(-al) - normal_cdf(-be), normal_cdf(be) - normal_cdf(al))
     pl = None if al is None else jnp.exp(-0.5 * al * al) * _INV_SQRT_2PI * s_safe
     ph = None if be is None else jnp.exp(-0.5 * be * be) * _INV_SQRT_2PI * s_safe
-    out = [mass]
-    for j in range(1, n + 1):
-        nxt = mu * out[j - 1]
-        if j > 1:
-            nxt = nxt + (j - 1) * s_safe * s_safe * out[j - 2]
-        if pl is not None:
-            nxt = nxt + lo ** (j - 1) * pl
-        if ph is not None:
-            nxt = nxt - hi ** (j - 1) * ph
-        out.append(nxt)
+    out = truncated_moments(mass, mu, s_safe, ((lo, pl), (hi, ph)), n)
     # s = 0: the point mass at mu
     weight = jnp.ones_like(mu)
     if lo is not None:
