@@ -26,7 +26,7 @@ def _padded(layout, v):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=12))
 def test_layout_is_an_injective_padding_no_longer_than_plain(segments):
     layout = block_layout(segments)
