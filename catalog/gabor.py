@@ -101,10 +101,12 @@ def _nngp(q11, q12, q22):
     t1 = _r*q22
     t2 = 4*_num.gram_det(q11, q12, q22)
     t3 = _r**2 + 2*t0 + 2*t1 + t2
-    t4 = 2*_r*q12
-    t5 = t0 + t1 + t2
-    t6 = (1/2)/t3
-    return _num.unscale((1/2)*(-jnp.exp(t6*(-t4 - t5)) + jnp.exp(t6*(t4 - t5)))/_num.safe_sqrt(t3), _s, -1.0)
+    t4 = 2*q12
+    t5 = _r*t4
+    t6 = t0 + t1 + t2
+    t7 = 1/t3
+    t8 = (1/2)*t7
+    return _num.unscale(-1/2*_num.exp_diff(t8*(-t5 - t6), t8*(t5 - t6), -t4*t7/_s)/_num.safe_sqrt(t3), _s, -1.0)
 
 
 def nngp(q11, q12, q22):
@@ -151,7 +153,8 @@ def ntk_factor(q11, q12, q22):
 
 def _diag(q):
     t0 = 4*q + 1
-    return (1/2)*(1 - jnp.exp(-2*q/t0))/jnp.sqrt(t0)
+    t1 = 2*q/t0
+    return (1/2)*_num.exp_diff(0, -t1, t1)/jnp.sqrt(t0)
 
 
 def diag(q):

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dualact.runtime import numerics as _num
+
 NAME = 'sin'
 KIND = 'activation'
 METHOD = 'closed_form'
@@ -80,7 +82,7 @@ def _ntk_mean(q):
 
 def _nngp(q11, q12, q22):
     t0 = (1/2)*q11 + (1/2)*q22
-    return -1/2*jnp.exp(-q12 - t0) + (1/2)*jnp.exp(q12 - t0)
+    return (1/2)*_num.exp_diff(q12 - t0, -q12 - t0, 2*q12)
 
 
 def nngp(q11, q12, q22):
@@ -105,7 +107,8 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    return 1/2 - 1/2*jnp.exp(-2*q)
+    t0 = 2*q
+    return (1/2)*_num.exp_diff(0, -t0, t0)
 
 
 def diag(q):

@@ -32,7 +32,7 @@ from dualact.symbolic.derivation import Derivation
 from dualact.symbolic.symbols import q, q11, q12, q22, x
 
 from .balance import balance_constants
-from .exponentials import merge_exponentials
+from .exponentials import merge_exponentials, pair_exponentials
 from .printer import JaxCodePrinter
 from .scaling import RECIPROCAL, SCALE, rescale_all
 from .stabilize import exact_gram, needs_custom_jvp, partials, stabilize, stabilize_pointwise
@@ -241,7 +241,7 @@ class _ClosedFormEmitter:
 
     # -- E[σ(u)] helpers for zero variance ---------------------------------------------------------------
     def mean_fn(self, fname: str, expr, at_zero, doc: str) -> None:
-        lines, (out,) = self.code.body([merge_exponentials(expr)], "q", (q,))
+        lines, (out,) = self.code.body([pair_exponentials(merge_exponentials(expr))], "q", (q,))
         zero = self.code.expr(at_zero)
         self.blocks.append(
             "\n".join(
@@ -274,7 +274,7 @@ class _ClosedFormEmitter:
 
     def inner(self, fname: str, expr, variables: tuple) -> None:
         vnames = ", ".join(v.name for v in variables)
-        stab = stabilize(merge_exponentials(expr))
+        stab = stabilize(pair_exponentials(merge_exponentials(expr)))
         like = variables[1].name if len(variables) == 3 else variables[0].name
         (value_expr,), prefix, arrays = self._rescaled([exact_gram(stab)], variables)
         lines, (out,) = self.code.body([value_expr], like, arrays)

@@ -50,10 +50,8 @@ class JaxCodePrinter(JaxPrinter):
         if name == "unscale":
             value, scale, degree = expr.args
             return f"_num.unscale({self._print(value)}, {self._print(scale)}, {float(degree)!r})"
-        if name == "gram_det":
-            return f"_num.gram_det({', '.join(self._print(a) for a in expr.args)})"
-        if name == "sqrt_gram_det":
-            return f"_num.sqrt_gram_det({', '.join(self._print(a) for a in expr.args)})"
+        if name in ("exp_diff", "gram_det", "sqrt_gram_det"):
+            return f"_num.{name}({', '.join(self._print(a) for a in expr.args)})"
         if name == "safe_atan2":
             return f"_num.safe_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
         if name in _SPECIAL:

@@ -6,7 +6,8 @@ float32. Writing every variance as q = s·p, with s = 4^k the largest power of f
 (:func:`dualact.runtime.numerics.variance_scale`), each subexpression f becomes s^d·f̃(p, r) with r = 1/s ≤ 1
 and d its degree of growth: a sum of terms of degrees d_i is s^D·Σ r^(D − d_i)·t̃_i (D = max d_i), a product
 adds degrees, a root halves them, an angle atan2(y, x) compares them, and any other function receives its
-argument at full size s^d·ã. The formula is then f̃ evaluated on p = r·q, times s^D.
+argument at full size s^d·ã
+(so does :class:`~dualact.codegen.exponentials.exp_diff`). The formula is then f̃ evaluated on p = r·q, times s^D.
 
 Multiplying by powers of two is exact, so up to the order of the roundings the evaluation is the old one,
 without intermediate overflow or underflow. Degree 2 is enough to need it: erf's (1 + 2q11)(1 + 2q22)
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .exponentials import exp_diff
 from .stabilize import gram_det, safe_atan2, safe_sqrt, sqrt_gram_det, unscale
 
 __all__ = ["RECIPROCAL", "SCALE", "rescale", "rescale_all"]
@@ -89,6 +91,8 @@ def _walk(e, variables, seen):
         parts = [_walk(t, variables, seen) for t in e.args]
         top = max(d for d, _ in parts)
         out = top, type(e)(*[t * R ** (top - d) for d, t in parts])
+    elif isinstance(e, exp_diff):  # like exp: its arguments at full size
+        out = sp.S.Zero, exp_diff(*[_full(*_walk(a, variables, seen)) for a in e.args])
     elif isinstance(e, sp.Function) and len(e.args) == 1:
         d, a = _walk(e.args[0], variables, seen)
         out = sp.S.Zero, type(e)(_full(d, a))

@@ -241,3 +241,42 @@ def test_hermite_diagonals_are_exact_at_huge_variances(name):
     np.testing.assert_allclose(np.asarray(k.nngp)[-1, -1], float(m.diag(small)), rtol=1e-13)
     # float32: the same through the elementwise diagonal, to float32 rounding
     np.testing.assert_allclose(np.asarray(m.ntk_diag(jnp.asarray(q[:2], jnp.float32))), dref[:2], rtol=1e-5)
+
+
+def _gabor_nngp_reference(a, c, b):
+    """E[e^{−u²−v²} sin u sin v], (u, v) ~ N(0, [[a, c], [c, b]]), from
+    E[e^{−z'z} cos(w'z)] = det(I + 2Σ)^{−1/2}·exp(−w'Σ(I + 2Σ)^{−1}w/2) with w = (1, ∓1), in 350 digits (the
+    two terms agree to about −log10(q) digits)."""
+    with mpmath.workdps(350):
+        sigma = mpmath.matrix([[a, c], [c, b]])
+        m = mpmath.eye(2) + 2 * sigma
+        scale = 1 / mpmath.sqrt(mpmath.det(m))
+
+        def f(w):
+            w = mpmath.matrix(w)
+            return scale * mpmath.exp(-(w.T * sigma * mpmath.inverse(m) * w)[0] / 2)
+
+        return float((f([1, -1]) - f([1, 1])) / 2)
+
+
+@pytest.mark.parametrize("dtype, q", [(np.float64, 1e-300), (np.float64, 1e-100), (np.float64, 1e-12),
+                                      (np.float64, 1e-6), (np.float32, 1e-30), (np.float32, 1e-8)])
+def test_exponential_differences_keep_relative_accuracy_at_small_variances(dtype, q):
+    """sin's T and cos's Ṫ are e^{−(q11+q22)/2}·sinh(q12), their diagonals (1 − e^{−2q})/2: differences of
+    exponentials that cancel as q → 0 (once 1e-8 relative error at q = 1e-8 in float64, none left in
+    float32); emitted as exp_diff they keep relative accuracy, as does Gabor's T."""
+    rtol = 1e-13 if dtype == np.float64 else 2e-6
+    cos, sin, gabor = _module("cos"), _module("sin"), _module("gabor")
+    for rho, r2 in ((-1.0, 1.0), (-0.3, 2.0), (0.5, 0.5), (1.0, 1.0)):
+        a, b = dtype(q), dtype(q * r2)
+        c = dtype(rho * math.sqrt(q * q * r2))
+        with mpmath.workdps(40):
+            ref = float(mpmath.exp(-(mpmath.mpf(float(a)) + float(b)) / 2) * mpmath.sinh(float(c)))
+        for value in (sin.nngp(a, c, b), cos.ntk_factor(a, c, b)):
+            assert np.asarray(value).dtype == dtype
+            assert float(value) == pytest.approx(ref, rel=rtol, abs=0)
+        if dtype == np.float64:
+            assert float(gabor.nngp(a, c, b)) == pytest.approx(_gabor_nngp_reference(a, c, b), rel=rtol, abs=0)
+    ref_diag = float(-mpmath.expm1(-2 * mpmath.mpf(float(q))) / 2)
+    for value in (sin.diag(dtype(q)), cos.ntk_diag(dtype(q))):
+        assert float(value) == pytest.approx(ref_diag, rel=rtol, abs=0)
