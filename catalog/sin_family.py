@@ -40,6 +40,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dualact.errors import MissingParameterError
+from dualact.runtime import numerics as _num
 
 NAME = 'sin_family'
 KIND = 'activation'
@@ -100,7 +101,8 @@ def _nngp(q11, q12, q22, a, b, c):
     t1 = q12*t0
     t2 = (1/2)*t0
     t3 = q11*t2 + q22*t2
-    return (1/2)*a**2*(-jnp.exp(-t1 - t3)*jnp.cos(2*c) + jnp.exp(t1 - t3))
+    t4 = -t1 - t3
+    return (1/2)*a**2*(2*jnp.exp(t4)*jnp.sin(c)**2 + _num.exp_diff(t1 - t3, t4, 2*t1))
 
 
 def nngp(q11, q12, q22, *, a=None, b=None, c=None):
@@ -119,7 +121,8 @@ def _ntk_factor(q11, q12, q22, a, b, c):
     t1 = q12*t0
     t2 = (1/2)*t0
     t3 = q11*t2 + q22*t2
-    return a**2*t2*(jnp.exp(-t1 - t3)*jnp.cos(2*c) + jnp.exp(t1 - t3))
+    t4 = -t1 - t3
+    return a**2*t2*(2*jnp.exp(t4)*jnp.cos(c)**2 + _num.exp_diff(t1 - t3, t4, 2*t1))
 
 
 def ntk_factor(q11, q12, q22, *, a=None, b=None, c=None):
@@ -134,7 +137,9 @@ def ntk_factor(q11, q12, q22, *, a=None, b=None, c=None):
 
 
 def _diag(q, a, b, c):
-    return (1/2)*a**2*(1 - jnp.exp(-2*b**2*q)*jnp.cos(2*c))
+    t0 = 2*b**2*q
+    t1 = -t0
+    return (1/2)*a**2*(2*jnp.exp(t1)*jnp.sin(c)**2 + _num.exp_diff(0, t1, t0))
 
 
 def diag(q, *, a=None, b=None, c=None):
@@ -149,7 +154,9 @@ def diag(q, *, a=None, b=None, c=None):
 
 def _ntk_diag(q, a, b, c):
     t0 = b**2
-    return (1/2)*a**2*t0*(1 + jnp.exp(-2*q*t0)*jnp.cos(2*c))
+    t1 = 2*q*t0
+    t2 = -t1
+    return (1/2)*a**2*t0*(2*jnp.exp(t2)*jnp.cos(c)**2 + _num.exp_diff(0, t2, t1))
 
 
 def ntk_diag(q, *, a=None, b=None, c=None):

@@ -82,6 +82,33 @@ def _split_exp(term: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     return rest, sp.Add(*[f.args[0] for f in exps])
 
 
+_VARIANCES = frozenset(sp.symbols("q q11 q12 q22", real=True)) | frozenset(
+    sp.Symbol(n, nonnegative=True) for n in ("q", "q11", "q22"))
+
+
+def _pairing(ci: sp.Expr, cj: sp.Expr):
+    """c_j/c_i as −1, or 1 + c_j/c_i simplified where the ratio depends on parameters only (it may reach −1:
+    −cos 2c at c = 0), else None (a fixed ratio other than −1 never cancels at small variances)."""
+    if sp.expand(ci + cj) == 0:
+        return sp.S.NegativeOne
+    if ci == 0:
+        return None
+    ratio = sp.simplify(cj / ci)
+    if ratio.is_number or ratio.free_symbols & _VARIANCES or sp.fraction(sp.together(ratio))[1] != 1:
+        return None  # (a denominator such as cos 2c may vanish: the other order is tried)
+    return sp.trigsimp(1 + ratio)
+
+
+def _paired(first, second, d):
+    """c1·exp_diff(A, B, d) + c1·(1 + c2/c1)·e^B for the terms (c1, A), (c2, B) in whichever order
+    :func:`_pairing` accepts (c1 e^A + c2 e^B = c1 (e^A − e^B) + c1 (1 + c2/c1) e^B), else None."""
+    for (c1, e1), (c2, e2), d12 in ((first, second, d), (second, first, -d)):
+        rest = _pairing(c1, c2)
+        if rest is not None:
+            return c1 * exp_diff(e1, e2, d12) + (0 if rest == -1 else c1 * rest * sp.exp(e2))
+    return None
+
+
 def _pair(add: sp.Add) -> sp.Expr:
     terms = [_split_exp(t) for t in add.args]
     used, out = set(), []
@@ -90,13 +117,16 @@ def _pair(add: sp.Add) -> sp.Expr:
             continue
         for j in range(i + 1, len(terms)):
             cj, ej = terms[j]
-            if j in used or (ei == 0 and ej == 0) or sp.expand(ci + cj) != 0:
+            if j in used or (ei == 0 and ej == 0):
                 continue
             d = _exponent(ei - ej)
             if d.is_number:  # no cancellation where the exponents never meet
                 continue
+            paired = _paired((ci, ei), (cj, ej), d)
+            if paired is None:
+                continue
             used |= {i, j}
-            out.append(ci * exp_diff(ei, ej, d))
+            out.append(paired)
             break
         else:
             out.append(add.args[i])
@@ -105,7 +135,8 @@ def _pair(add: sp.Add) -> sp.Expr:
 
 def pair_exponentials(expr: sp.Expr) -> sp.Expr:
     """``expr`` with every difference c·e^A − c·e^B of two terms of a sum (e^0 = 1 included) written as
-    c·exp_diff(A, B, A − B).
+    c·exp_diff(A, B, A − B), and every c·e^A + k·c·e^B with k a function of the parameters (which may be
+    −1: k = −cos 2c at c = 0) as c·exp_diff(A, B, A − B) + (1 + k)·c·e^B, 1 + k simplified (2 sin² c).
 
     >>> from dualact.symbolic.symbols import q
     >>> pair_exponentials(sp.Rational(1, 2) - sp.exp(-2 * q) / 2)

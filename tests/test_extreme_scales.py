@@ -280,3 +280,28 @@ def test_exponential_differences_keep_relative_accuracy_at_small_variances(dtype
     ref_diag = float(-mpmath.expm1(-2 * mpmath.mpf(float(q))) / 2)
     for value in (sin.diag(dtype(q)), cos.ntk_diag(dtype(q))):
         assert float(value) == pytest.approx(ref_diag, rel=rtol, abs=0)
+
+
+@pytest.mark.parametrize("c", [0.0, math.pi / 2, 0.3])
+def test_parametrised_exponential_differences_keep_relative_accuracy(c):
+    """a·sin(bx + c): T = a²/2·e^{−b²(q11+q22)/2}(e^{b²q12} − cos 2c·e^{−b²q12}) cancels at small variances
+    when c = 0, Ṫ (the same with + cos 2c) when c = π/2, and both diagonals likewise; the code generator
+    writes them with exp_diff and 2 sin² c, 2 cos² c. Against mpmath at 40 digits, variances 1e-12."""
+    m = _module("sin_family")
+    a, b = 1.3, 0.7
+    for q, rho in ((1e-12, 0.5), (1e-12, -1.0), (1e-6, 0.9)):
+        q11, q22 = q, 2.0 * q
+        q12 = rho * math.sqrt(q11 * q22)
+        with mpmath.workdps(40):
+            cc = mpmath.mpf(c)
+            t = mpmath.exp(-b * b * (mpmath.mpf(q11) + q22) / 2)
+            e_p, e_m = mpmath.exp(b * b * mpmath.mpf(q12)), mpmath.exp(-b * b * mpmath.mpf(q12))
+            nngp = float(a * a / 2 * t * (e_p - mpmath.cos(2 * cc) * e_m))
+            ntk = float(a * a * b * b / 2 * t * (e_p + mpmath.cos(2 * cc) * e_m))
+            diag = float(a * a / 2 * (1 - mpmath.exp(-2 * b * b * mpmath.mpf(q11)) * mpmath.cos(2 * cc)))
+            ntk_diag = float(a * a * b * b / 2 * (1 + mpmath.exp(-2 * b * b * mpmath.mpf(q11)) * mpmath.cos(2 * cc)))
+        kw = {"a": a, "b": b, "c": c}
+        assert float(m.nngp(q11, q12, q22, **kw)) == pytest.approx(nngp, rel=1e-13, abs=0)
+        assert float(m.ntk_factor(q11, q12, q22, **kw)) == pytest.approx(ntk, rel=1e-13, abs=0)
+        assert float(m.diag(q11, **kw)) == pytest.approx(diag, rel=1e-13, abs=0)
+        assert float(m.ntk_diag(q11, **kw)) == pytest.approx(ntk_diag, rel=1e-13, abs=0)
