@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from dualact.symbolic.symbols import q, q11, q12, q22
+
 __all__ = ["exp_diff", "merge_exponentials", "pair_exponentials"]
 
 
@@ -82,8 +84,7 @@ def _split_exp(term: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     return rest, sp.Add(*[f.args[0] for f in exps])
 
 
-_VARIANCES = frozenset(sp.symbols("q q11 q12 q22", real=True)) | frozenset(
-    sp.Symbol(n, nonnegative=True) for n in ("q", "q11", "q22"))
+_VARIANCES = frozenset((q, q11, q12, q22))
 
 
 def _pairing(ci: sp.Expr, cj: sp.Expr):
