@@ -92,8 +92,6 @@ def _pairing(ci: sp.Expr, cj: sp.Expr):
     −cos 2c at c = 0), else None (a fixed ratio other than −1 never cancels at small variances)."""
     if sp.expand(ci + cj) == 0:
         return sp.S.NegativeOne
-    if ci == 0:
-        return None
     ratio = sp.simplify(cj / ci)
     if ratio.is_number or ratio.free_symbols & _VARIANCES or sp.fraction(sp.together(ratio))[1] != 1:
         return None  # (a denominator such as cos 2c may vanish: the other order is tried)
@@ -118,7 +116,7 @@ def _pair(add: sp.Add) -> sp.Expr:
             continue
         for j in range(i + 1, len(terms)):
             cj, ej = terms[j]
-            if j in used or (ei == 0 and ej == 0):
+            if j in used:
                 continue
             d = _exponent(ei - ej)
             if d.is_number:  # no cancellation where the exponents never meet
@@ -144,4 +142,3 @@ def pair_exponentials(expr: sp.Expr) -> sp.Expr:
     exp_diff(0, -2*q, 2*q)/2
     """
     return sp.sympify(expr).replace(lambda e: e.is_Add and e.has(sp.exp), _pair)
-

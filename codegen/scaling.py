@@ -5,9 +5,9 @@ size of q: the value is ~q, but the product overflowed (NaN) from q ≈ 1e77 in 
 float32. Writing every variance as q = s·p, with s = 4^k the largest power of four not above max(1, q11, q22)
 (:func:`dualact.runtime.numerics.variance_scale`), each subexpression f becomes s^d·f̃(p, r) with r = 1/s ≤ 1
 and d its degree of growth: a sum of terms of degrees d_i is s^D·Σ r^(D − d_i)·t̃_i (D = max d_i), a product
-adds degrees, a root halves them, an angle atan2(y, x) compares them, and any other function receives its
-argument at full size s^d·ã
-(so does :class:`~dualact.codegen.exponentials.exp_diff`). The formula is then f̃ evaluated on p = r·q, times s^D.
+adds degrees, a root halves them, an angle atan2(y, x) compares them, and any other function (and
+:class:`~dualact.codegen.exponentials.exp_diff`) receives its arguments at full size s^d·ã. The formula is then
+f̃ evaluated on p = r·q, times s^D.
 
 Multiplying by powers of two is exact, so up to the order of the roundings the evaluation is the old one,
 without intermediate overflow or underflow. Degree 2 is enough to need it: erf's (1 + 2q11)(1 + 2q22)

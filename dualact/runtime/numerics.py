@@ -246,4 +246,3 @@ def exp_diff(a, b, d):
     zero = jnp.zeros_like(d)
     down = jnp.exp(b) * jnp.expm1(jnp.where(up, zero, d))
     return jnp.where(up, -jnp.exp(a) * jnp.expm1(-jnp.where(up, d, zero)), down)
-
