@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import branching, rectangle_moments
+from . import branching, rectangle_moments, taylor_pieces
 from .normal_tails import log_ndtr, normal_tail, truncated_moments
 from .numerics import safe_sqrt, sqrt_gram_det
 
@@ -197,10 +197,17 @@ class Kernel1D:
     # -- one-dimensional closed forms ----------------------------------------------------------------------
     def _mean_of(self, key, q, square_of=None):
         """E[f(√q z)] for the pieces ``key``; with ``square_of`` (f = g²) the q = 0 value is g(0)², the square
-        of the averaged value at a kink (not the average of the squares)."""
+        of the averaged value at a kink (not the average of the squares). Where :func:`_taylor_ok` holds, the
+        pieces' Taylor polynomials are integrated instead (:mod:`~dualact.runtime.taylor_pieces`)."""
         (q,) = _floats(q)
         zero = jnp.zeros_like(q)
-        value = _g_or_sigma(self.pieces[key], zero, safe_sqrt(q))
+        pieces = self.pieces[key]
+        value = _g_or_sigma(pieces, zero, safe_sqrt(q))
+        if taylor_pieces.needs_taylor(pieces):
+            small = _taylor_ok(pieces, q)
+            poly = taylor_pieces.taylor_pieces(pieces, taylor_pieces.degree(q.dtype))
+            q_small = jnp.where(small, q, 0.0)  # double-where: no overflow of the polynomial's moments
+            value = jnp.where(small, _g_or_sigma(poly, zero, safe_sqrt(q_small)), value)
         if square_of is None:
             return value
         return jnp.where(q > 0, value, jnp.square(piecewise(self.pieces[square_of], zero)))
@@ -321,15 +328,27 @@ class Kernel1D:
 
     def _inner(self, key):
         """E[f(u)f(v)] for the pieces ``key``: the closed form of :mod:`~dualact.runtime.rectangle_moments` where
-        the whole batch lies within its reach, else the composite rule (one branch per call)."""
+        the whole batch lies within its reach, else the composite rule (one branch per call). In float32, pieces
+        with a cancelling sum of exponential terms (ELU's α(e^x − 1)) take their Taylor polynomials instead
+        where the whole batch has small variances (:mod:`~dualact.runtime.taylor_pieces`); in float64 the
+        closed form and the rule lose at most ~1e-11 there (at q = 1e-12) and the extra branch is not compiled."""
         pieces = self.pieces[key]
         rule = self._rule(key)
 
-        def closed(q11, q12, q22):
-            return rectangle_moments.expectation(pieces, pieces, q11, q12, q22, sqrt_gram_det(q11, q12, q22))
+        def closed_form(p):
+            def closed(q11, q12, q22):
+                return rectangle_moments.expectation(p, p, q11, q12, q22, sqrt_gram_det(q11, q12, q22))
+            return closed
 
+        closed = closed_form(pieces)
         def value(q11, q12, q22):
-            return branching.cond(rectangle_moments.within_reach(pieces, q11, q22), closed, rule, q11, q12, q22)
+            if q11.dtype != jnp.float32 or not taylor_pieces.needs_taylor(pieces):
+                return branching.cond(rectangle_moments.within_reach(pieces, q11, q22), closed, rule, q11, q12, q22)
+            poly = taylor_pieces.taylor_pieces(pieces, taylor_pieces.degree(q11.dtype))
+            qs = jax.lax.stop_gradient(jnp.stack([q11, q22]))
+            small = jnp.all(_taylor_ok(pieces, qs)) & rectangle_moments.within_reach(poly, q11, q22)
+            index = jnp.where(small, 0, jnp.where(rectangle_moments.within_reach(pieces, q11, q22), 1, 2))
+            return branching.switch(index, [closed_form(poly), closed, rule], q11, q12, q22)
 
         return value
 
@@ -353,7 +372,11 @@ class Kernel1D:
     def _kernel(self, inner, mean, q11, q12, q22):
         q11, q12, q22 = _floats(q11, q12, q22)
         zero = (q11 <= 0) | (q22 <= 0)
-        value = inner(jnp.where(zero, 1.0, q11), jnp.where(zero, 0.0, q12), jnp.where(zero, 1.0, q22))
+        # zero-variance entries are filled with the batch's largest variance, which leaves the batch's choice of
+        # formula (closed form, rule, Taylor) as the other entries make it
+        fill = jax.lax.stop_gradient(jnp.maximum(jnp.max(q11, initial=0.0), jnp.max(q22, initial=0.0)))
+        fill = jnp.where(fill > 0, fill, 1.0)
+        value = inner(jnp.where(zero, fill, q11), jnp.where(zero, 0.0, q12), jnp.where(zero, fill, q22))
         return jnp.where(zero, mean(q11) * mean(q22), value)
 
     def nngp(self, q11, q12, q22):
@@ -363,6 +386,20 @@ class Kernel1D:
     def ntk_factor(self, q11, q12, q22):
         """Ṫ(q11, q12, q22) = E[σ'(u)σ'(v)] (σ' the almost-everywhere derivative)."""
         return self._kernel(self._ntk, self.ntk_mean, q11, q12, q22)
+
+
+def _taylor_ok(pieces, q):
+    """Where (elementwise in q > 0) the Taylor polynomials of ``pieces`` replace their exponentials: β²q ≤
+    :func:`~dualact.runtime.taylor_pieces.max_tilt` for every rate β, and every end t of a piece that is
+    rewritten lies within two standard deviations, t² ≤ 4q (farther out the piece would be evaluated where its
+    polynomial is no longer accurate)."""
+    rate = rectangle_moments.max_rate(pieces)
+    ok = rate * rate * q <= taylor_pieces.max_tilt(q.dtype)
+    ends = [t for lo, hi, terms in pieces if len(terms) > 1 for t in (lo, hi) if t is not None]
+    depth = max((t * t for t in ends), default=0.0)
+    if depth:
+        ok = ok & (depth <= 4.0 * q)
+    return ok
 
 
 def _freeze(pieces):
