@@ -80,14 +80,13 @@ _KERNEL = quadrature_1d.Kernel1D(PIECES, KINKS, CONTINUOUS)
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return jnp.maximum(0, x) + jnp.minimum(0, jnp.exp(x) - 1)
+    return jnp.maximum(0, x) + jnp.minimum(0, jnp.expm1(x))
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    t0 = jnp.exp(x)
-    return t0*jnp.heaviside(1 - t0, 0.5) + jnp.heaviside(x, 0.5)
+    return jnp.exp(x)*jnp.heaviside(-jnp.expm1(x), 0.5) + jnp.heaviside(x, 0.5)
 
 
 def nngp(q11, q12, q22):

@@ -94,14 +94,13 @@ _KERNEL = quadrature_1d.Kernel1D(PIECES, KINKS, CONTINUOUS)
 def activation(x):
     """σ(x), elementwise."""
     (x,) = _floats(x)
-    return (1.0507009873554805)*jnp.maximum(0, x) + (1.7580993408473768)*jnp.minimum(0, jnp.exp(x) - 1)
+    return (1.0507009873554805)*jnp.maximum(0, x) + (1.7580993408473768)*jnp.minimum(0, jnp.expm1(x))
 
 
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    t0 = jnp.exp(x)
-    return (1.7580993408473768)*t0*jnp.heaviside(1 - t0, 0.5) + (1.0507009873554805)*jnp.heaviside(x, 0.5)
+    return (1.7580993408473768)*jnp.exp(x)*jnp.heaviside(-jnp.expm1(x), 0.5) + (1.0507009873554805)*jnp.heaviside(x, 0.5)
 
 
 def nngp(q11, q12, q22):

@@ -21,6 +21,7 @@ import random
 from collections.abc import Sequence
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 from dualact.symbolic.symbols import q11, q12, q22
 
@@ -462,6 +463,8 @@ def stabilize_pointwise(expr: sp.Expr) -> sp.Expr:
     ``exp(j u)/(1 + exp(u))^k`` (0 < j ≤ k) become products of :class:`logistic` (``jsp.expit``), and
     ``1/(exp(u) + 2 + exp(−u))`` becomes logistic(u)·logistic(−u). Naively, log(1 + exp(800)) is inf and
     exp(800)/(1 + exp(800)) is NaN; the rewritten forms are finite and accurate for every real argument.
+    ``exp(u) − 1`` becomes ``expm1(u)`` (``jnp.expm1``): ELU's α(e^x − 1) keeps its relative accuracy at small
+    |x| (naively float32 loses it all below |x| ≈ 1e-7).
 
     >>> import sympy as sp
     >>> from dualact.symbolic.symbols import x
@@ -470,4 +473,21 @@ def stabilize_pointwise(expr: sp.Expr) -> sp.Expr:
     """
     if expr is None:
         return None
-    return _stable(sp.sympify(expr))
+    return _with_expm1(_stable(sp.sympify(expr)))
+
+
+def _with_expm1(expr: sp.Expr) -> sp.Expr:
+    """Each sum holding c·exp(u) and the constant −c gets c·expm1(u) in their place (nothing else is touched)."""
+
+    def rewrite(add):
+        terms = list(add.args)
+        for t in terms:
+            c, rest = t.as_coeff_Mul()
+            if isinstance(rest, sp.exp) and c != 0 and -c in terms:
+                left = list(terms)
+                left.remove(t)
+                left.remove(-c)
+                return sp.Add(*left, c * expm1(rest.args[0]))
+        return add
+
+    return expr.replace(lambda e: e.is_Add, rewrite)

@@ -219,3 +219,23 @@ def test_kernels_at_rho_one_and_large_variances_match_the_symbolic_formulas(name
                 point = (a, rho * np.sqrt(a) * np.sqrt(b), b)
                 scale = np.sqrt(abs(_mp_reference(expr, (a,) * 3) * _mp_reference(expr, (b,) * 3)))
                 assert abs(float(fn(*point)) - _mp_reference(expr, point)) <= 1e-12 * scale, (qv, ratio, rho)
+
+
+@pytest.mark.parametrize(("name", "scale"), [("elu", 1.0), ("selu", 1.0507009873554805 * 1.6732632423543772)])
+def test_pointwise_exp_minus_one_keeps_relative_accuracy(name, scale):
+    """σ(x) = c(e^x − 1) for x < 0 is emitted with jnp.expm1: in float32 at x = −1e-9 the naive e^x − 1 is 0
+    (all digits lost). Reference: mpmath."""
+    import importlib
+
+    import mpmath
+    from sympy.codegen.cfunctions import expm1
+
+    from dualact.codegen.stabilize import stabilize_pointwise
+    from dualact.symbolic.symbols import x
+
+    assert stabilize_pointwise(sp.Min(sp.exp(x) - 1, 0)) == sp.Min(0, expm1(x))
+    act = importlib.import_module(f"dualact.catalog.{name}").activation
+    for v in (-1e-9, -1e-20, -3e-4, -2.0):
+        got = act(np.float32(v))
+        assert got.dtype == jnp.float32
+        assert float(got) == pytest.approx(scale * float(mpmath.expm1(float(np.float32(v)))), rel=1e-6)
