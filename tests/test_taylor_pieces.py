@@ -108,6 +108,35 @@ def test_float32_at_small_variances_matches_float64(name):
     assert float(g[1]) == pytest.approx(float(k.ntk_factor(1e-6, 0.3e-6, 2e-6)), rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["elu", "selu"])
+def test_float32_mixed_batches_match_float64(name):
+    """A batch whose variances span 1e-10..100 takes the rule; its small entries evaluate σ and g through the
+    Taylor polynomials elementwise. Normalised float32 error ≤ 2e-6 against float64 (was 1e-3 at q ~ 1e-9).
+    ρ = ±1 only with q11 = q22 (q12 exact in float32: SELU's σ' jumps, and near ρ = 1 its Ṫ moves like
+    √(1 − ρ), so rounding q12 alone would move it by 2e-5)."""
+    k = dualact.catalog.get(name)
+    q11 = np.array([1e-10, 1e-9, 3e-8, 1e-6, 1e-4, 4e-3, 0.3, 1e-9, 100.0, 2e-10, 5e-5, 1e-8])
+    q22 = np.array([3e-10, 1e-9, 1e-8, 1.0, 1e-4, 1e-9, 0.3, 50.0, 1e-7, 2e-10, 5e-5, 1e-8])
+    rho = np.array([0.3, -0.6, 0.9, 0.5, -1.0, 0.2, 1.0, -0.4, 0.7, 1.0, -0.999, 0.0])
+    q12 = rho * np.sqrt(q11 * q22)
+    args32 = [jnp.asarray(v, jnp.float32) for v in (q11, q12, q22)]
+    for fn, diag in ((k.nngp, k.diag), (k.ntk_factor, k.ntk_diag)):
+        ref = np.asarray(fn(q11, q12, q22))
+        got = np.asarray(fn(*args32), np.float64)
+        norm = np.sqrt(np.asarray(diag(q11)) * np.asarray(diag(q22)))
+        assert np.max(np.abs(got - ref) / norm) <= 2e-6, fn
+    grads = jax.grad(lambda a, b, c: jnp.sum(k.nngp(a, b, c)), argnums=(0, 1, 2))(*args32)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in grads)
+
+
+def test_taylor_pieces_near_zero_only():
+    """With ``near``, a cancelling piece that does not meet (−r, r) keeps its exponential terms."""
+    far = ((None, 2.0, ()), (2.0, None, ((1.0, (math.exp(-2.0),)), (0.0, (-1.0,)))))
+    assert taylor_pieces.taylor_pieces(far, 7, near=1.0) == far
+    _, (_, _, ((beta, coeffs),)) = taylor_pieces.taylor_pieces(far, 7, near=3.0)
+    assert beta == 0.0 and len(coeffs) == 8
+
+
 def test_scanned_recursion_matches_unrolled(monkeypatch):
     """Pieces of degree ≤ 3 run the moment recursion unrolled, longer ones as scans: the same values."""
     cubic = ((None, -1.0, ((0.0, (-1.0,)),)), (-1.0, 1.0, ((0.0, (0.0, 1.0, 0.3, -0.2)),)),

@@ -16,8 +16,9 @@ variance is. The rewrite is accurate where β²q ≤ 1/64 (:func:`max_tilt`): at
 float64); beyond x = 6√q the Gaussian weight e^{−18} covers the rest.
 
 :class:`~dualact.runtime.quadrature_1d.Kernel1D` uses the rewrite elementwise for the diagonals and the means
-(both dtypes), and for the kernels in float32 where a whole batch has small variances (a third branch beside
-the closed form and the rule; the float64 kernels lose at most ~1e-11 without it, at q = 1e-12).
+(both dtypes), and for the kernels in float32: where a whole batch has small variances as a third branch beside
+the closed form and the rule, and elementwise inside the rule's integrand for the small entries of a batch that
+also holds large ones (the float64 kernels lose at most ~1e-11 without it, at q = 1e-12).
 
 A piece with a single term (ELU's derivative α·e^x) has no such cancellation and is left as it is.
 """
@@ -28,7 +29,7 @@ import math
 
 import jax.numpy as jnp
 
-__all__ = ["degree", "max_tilt", "needs_taylor", "taylor_pieces"]
+__all__ = ["degree", "max_argument", "max_tilt", "needs_taylor", "taylor_pieces"]
 
 # by the float's size in bytes: (largest β²q, Taylor degree)
 _RANGE = {4: (1.0 / 64.0, 7), 8: (1.0 / 64.0, 13)}
@@ -37,6 +38,12 @@ _RANGE = {4: (1.0 / 64.0, 7), 8: (1.0 / 64.0, 13)}
 def max_tilt(dtype) -> float:
     """The largest β²q at which the Taylor polynomials replace the exponentials (1/64)."""
     return _RANGE[jnp.dtype(dtype).itemsize][0]
+
+
+def max_argument(dtype) -> float:
+    """The largest |βx| at which a rewritten piece is evaluated pointwise (3/8, three standard deviations at
+    β²q = :func:`max_tilt`): there the omitted terms are (3/8)^{d+1}/(d+1)! of βx."""
+    return 3.0 * math.sqrt(max_tilt(dtype))
 
 
 def degree(dtype) -> int:
@@ -72,9 +79,10 @@ def _merge(terms, d):
     return ((0.0, tuple(total)),)
 
 
-def taylor_pieces(pieces, d: int):
+def taylor_pieces(pieces, d: int, near=None):
     """``pieces`` with every piece that :func:`needs_taylor` flags merged into one polynomial of degree ≤ d plus
-    its own degree (the others unchanged).
+    its own degree (the others unchanged). With ``near`` = r, only the pieces that meet (−r, r) are rewritten:
+    a piece farther out does not cancel near zero, and its polynomial would be inaccurate on it.
 
     >>> elu = ((None, 0.0, ((0.0, (-1.0,)), (1.0, (1.0,)))), (0.0, None, ((0.0, (0.0, 1.0)),)))
     >>> taylor_pieces(elu, 3)[0]
@@ -82,7 +90,8 @@ def taylor_pieces(pieces, d: int):
     """
     out = []
     for lo, hi, terms in pieces:
-        if len(terms) > 1 and any(beta for beta, _ in terms):
+        meets = near is None or ((lo is None or lo < near) and (hi is None or hi > -near))
+        if meets and len(terms) > 1 and any(beta for beta, _ in terms):
             terms = _merge(terms, d)
         out.append((lo, hi, terms))
     return tuple(out)
