@@ -124,6 +124,7 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
 
     def pointwise(q11, q12, q22, ntk, mask):
         """T (and ntk·Ṫ) on one block of entries; ``mask`` marks coincident variables (or is None)."""
+        q12 = cauchy_schwarz(q11, q12, q22)
         if mask is not None:
             q12_off = jnp.where(mask, jnp.zeros((), q12.dtype), q12)
             t = jnp.where(mask, dual.diag(q11, **p), dual.nngp(q11, q12_off, q22, **p))
@@ -147,9 +148,9 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
     if k.nngp is not None:  # cross kernel
         q11, q22 = outer_variances(var1, var2, 2)
         args = (q11, k.nngp, q22, k.ntk if want_ntk else None, k.coincident_mask())
-        symmetric = k.x1_is_x2 and k.pair_mask is None and k.n_spatial == 0
+        symmetric = k.x1_is_x2 and k.n_spatial == 0
         if symmetric and getattr(dual, "method", None) in _FOLDED_METHODS:
-            nngp, ntk = _folded_symmetric(pointwise, *args[:4])
+            nngp, ntk = _folded_symmetric(pointwise, *args[:4], k.pair_mask)
         else:
             nngp, ntk = _blockwise(block_map(2), args, 2, k.n_spatial)
 
@@ -167,7 +168,23 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
     )
 
 
-def _folded_symmetric(pointwise, q11, q12, q22, ntk):
+def cauchy_schwarz(q11, q12, q22):
+    """q12 clipped to ±√q11·√q22.
+
+    A covariance obeys |q12| ≤ √(q11 q22), but the layers compute q12 and the variances by different formulas
+    (the off-diagonal T against the diagonal one), so near ρ = ±1 rounding can put it a few ulp outside. The
+    dual kernels take such an entry as ρ = ±1 for the square root of the Gram determinant and as |ρ| > 1
+    elsewhere, which a deep network amplified layer after layer: two inputs 1e-6 apart reached ρ = 1 + 6e-11
+    after 60 ELU layers (σ_w = 1), ρ = 3e4 after 100, and then NaN (in float64).
+
+    >>> float(cauchy_schwarz(1.0, 2.0 + 1e-12, 4.0)), float(cauchy_schwarz(1.0, -3.0, 4.0))
+    (2.0, -2.0)
+    """
+    bound = jnp.sqrt(q11) * jnp.sqrt(q22)  # not √(q11·q22): that product overflows first
+    return jnp.where(q12 > bound, bound, jnp.where(q12 < -bound, -bound, q12))  # ties keep q12's gradient
+
+
+def _folded_symmetric(pointwise, q11, q12, q22, ntk, pair_mask=None):
     """``pointwise`` on a symmetric (n, n) block (``kernel_fn(x, None)`` of a network without spatial axes),
     evaluated on n·(n//2 + 1) entries instead of n².
 
@@ -175,6 +192,7 @@ def _folded_symmetric(pointwise, q11, q12, q22, ntk):
     block is folded into an (n, n//2 + 1) array B[i, d] (the pairs at d = n/2 appear twice when n is even),
     evaluated, and read back as A[i, j] = B[i, (j − i) mod n] or B[j, (i − j) mod n], whichever offset is
     ≤ n//2. The indices are iota arithmetic (no constants of size n²); the result is exactly symmetric.
+    ``pair_mask`` (n, n) marks the coincident pairs (identical inputs; default: the diagonal).
     """
     n = q12.shape[0]
     h = n // 2 + 1
@@ -182,7 +200,8 @@ def _folded_symmetric(pointwise, q11, q12, q22, ntk):
     cols = (rows + jnp.arange(h)[None, :]) % n  # (n, h): column j = i + d of the folded entry (i, d)
     q22_f = jnp.reshape(q22, (n,))[cols]
     ntk_f = None if ntk is None else jnp.take_along_axis(ntk, cols, axis=1)
-    t, out = pointwise(jnp.reshape(q11, (n, 1)), jnp.take_along_axis(q12, cols, axis=1), q22_f, ntk_f, cols == rows)
+    same = cols == rows if pair_mask is None else jnp.take_along_axis(pair_mask, cols, axis=1)  # coincident pairs
+    t, out = pointwise(jnp.reshape(q11, (n, 1)), jnp.take_along_axis(q12, cols, axis=1), q22_f, ntk_f, same)
     ii, jj = rows, jnp.arange(n)[None, :]
     d = (jj - ii) % n
     near = (d < n - d) | ((d == n - d) & (ii < jj))  # offset d ≤ n//2 (d = n/2: read from the upper row)
@@ -262,6 +281,7 @@ def _matrix_pointwise(dual, p: dict, maps, batch_ndim: int):
         def from_matrix(a):
             return jnp.transpose(a.reshape(mid), inv)
 
+        q12 = cauchy_schwarz(q11, q12, q22)
         q1 = q11.reshape(lead + (rows,))
         q2 = q22.reshape(lead + (cols,))
         q12_off = q12 if mask is None else jnp.where(mask, jnp.zeros((), q12.dtype), q12)

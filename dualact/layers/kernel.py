@@ -8,8 +8,9 @@ Layout (``S`` = number of spatial dimensions, 0 for fully connected data)::
 
 Spatial axes are stored as ``(H, W, H', W')``: first all axes of the x1 pixel, then those of the x2 pixel.
 The per-pixel variances ``var1``/``var2`` (the "spatial diagonal" of ``cov1``/``cov2``) feed the dual kernels,
-and the entries where the two variables coincide (same input, same pixel, only when ``x1_is_x2``) are
-computed with the activation's exact diagonal formula ``T(q, q, q)`` instead of the off-diagonal one.
+and the entries where the two variables coincide (same input, same pixel: the diagonal when ``x1_is_x2``, and
+any pair of inputs equal bit for bit, see :mod:`~dualact.layers.identical_inputs`) are computed with the
+activation's exact diagonal formula ``T(q, q, q)`` instead of the off-diagonal one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .identical_inputs import identical_rows
 
 
 @jax.tree_util.register_dataclass
@@ -41,8 +44,9 @@ class Kernel:
       is_gaussian: the outputs are Gaussian (an affine layer came last), so an activation may follow.
       is_input: no layer has been applied yet.
       track_ntk: whether the NTK is being computed.
-      pair_mask: optional boolean ``(n1, n2)``: which pairs of inputs are the same input (set by the tiled
-        evaluation for diagonal tiles; ``None`` means "none", or "the diagonal" when ``x1_is_x2``).
+      pair_mask: optional boolean ``(n1, n2)``: which pairs of inputs are the same input (rows equal bit for
+        bit, found by :func:`~dualact.layers.identical_inputs.identical_rows`, and the diagonal of the tiled
+        evaluation's diagonal tiles); ``None`` means "none", or "the diagonal" when ``x1_is_x2``.
 
     >>> import jax.numpy as jnp
     >>> k = Kernel.from_inputs(jnp.ones((2, 4)), None)
@@ -110,7 +114,7 @@ class Kernel:
             ntk=None,
             cov1=cov1,
             cov2=cov2,
-            pair_mask=None,
+            pair_mask=None if mode == "self" else identical_rows(x1, other),
             shape1=tuple(x1.shape),
             shape2=tuple(other.shape),
             x1_is_x2=x1_is_x2,
