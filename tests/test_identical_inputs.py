@@ -121,3 +121,26 @@ def test_near_duplicates_stay_within_cauchy_schwarz(act):
             c, a = np.asarray(c, np.float64), np.asarray(a, np.float64)
             assert np.all(np.isfinite(c)), (act, dtype)
             np.testing.assert_allclose(np.diag(c), np.diag(a), rtol=tol)
+
+
+@pytest.mark.parametrize("act", ["erf", "tanh"])
+def test_gradient_at_a_duplicate_sees_both_inputs(act):
+    """∂K(x1ᵢ, x2ⱼ)/∂x2ⱼ where x2ⱼ = x1ᵢ, against central finite differences (float64): the coincident entry
+    carries the gradient of both variances (diag(q11) alone would give ∂/∂x2ⱼ = 0)."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=(3, 5))
+    x2 = np.concatenate([x1[[1]], rng.normal(size=(2, 5))])
+    net = L.serial(L.Dense(16, W_std=1.5, b_std=0.1), L.Activation(act), L.Dense(16, W_std=1.5, b_std=0.1),
+                   L.Activation(act), L.Dense(1))
+    for get in ("nngp", "ntk"):
+        def entry(b, get=get):
+            return net.kernel_fn(x1, b, get)[1, 0]
+
+        grad = np.asarray(jax.grad(entry)(jnp.asarray(x2)))[0]
+        assert np.max(np.abs(grad)) > 1e-3
+        h = 1e-6
+        fd = [(float(entry(x2 + h * e)) - float(entry(x2 - h * e))) / (2 * h)
+              for e in np.eye(x2.size).reshape(-1, *x2.shape)[:5]]
+        np.testing.assert_allclose(grad, fd, atol=1e-7)

@@ -127,7 +127,8 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
         q12 = cauchy_schwarz(q11, q12, q22)
         if mask is not None:
             q12_off = jnp.where(mask, jnp.zeros((), q12.dtype), q12)
-            t = jnp.where(mask, dual.diag(q11, **p), dual.nngp(q11, q12_off, q22, **p))
+            t = dual.nngp(q11, q12_off, q22, **p)
+            t = jnp.where(mask, _coincident(lambda q: dual.diag(q, **p), q11, q22), t)
         else:
             q12_off = q12
             t = dual.nngp(q11, q12, q22, **p)
@@ -135,7 +136,7 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
         if ntk is not None:
             factor = dual.ntk_factor(q11, q12_off, q22, **p)
             if mask is not None:
-                factor = jnp.where(mask, _ntk_diag(dual, q11, p), factor)
+                factor = jnp.where(mask, _coincident(lambda q: _ntk_diag(dual, q, p), q11, q22), factor)
             out_ntk = (ntk * factor).astype(ntk.dtype)
         return t.astype(q12.dtype), out_ntk
 
@@ -288,12 +289,12 @@ def _matrix_pointwise(dual, p: dict, maps, batch_ndim: int):
         m12 = to_matrix(q12_off)
         t = from_matrix(nngp_matrix(q1, m12, q2))
         if mask is not None:
-            t = jnp.where(mask, dual.diag(q11, **p), t)
+            t = jnp.where(mask, _coincident(lambda q: dual.diag(q, **p), q11, q22), t)
         out_ntk = None
         if ntk is not None:
             factor = from_matrix(ntk_matrix(q1, m12, q2))
             if mask is not None:
-                factor = jnp.where(mask, _ntk_diag(dual, q11, p), factor)
+                factor = jnp.where(mask, _coincident(lambda q: _ntk_diag(dual, q, p), q11, q22), factor)
             out_ntk = (ntk * factor).astype(ntk.dtype)
         return t.astype(q12.dtype), out_ntk
 
@@ -302,6 +303,19 @@ def _matrix_pointwise(dual, p: dict, maps, batch_ndim: int):
 
 def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
+
+
+def _coincident(diag, q11, q22):
+    """``diag`` at the variance of a coincident pair, with the gradient of both of its variances.
+
+    The two variances are equal, but they come from different inputs where x1 and x2 hold equal rows, and
+    ∂/∂x2 of the entry must see q22: T(q11, q12, q22) and diag((q11 + q22)/2) agree to first order there
+    (∂T/∂q11 = ∂T/∂q22 at q11 = q22, and q12 moves as q11 and q22 do). So this is diag(q11) + diag'(q11)·(q22 −
+    q11)/2, with ``diag`` evaluated on q11's shape only (per input, not per pair).
+    """
+    value, slope = jax.jvp(diag, (q11,), (jnp.ones_like(q11),))
+    slope = jnp.where(jnp.isfinite(slope), slope, 0.0)  # e.g. at q = 0 for a diagonal like √q: no 0·inf
+    return value + slope * (0.5 * (q22 - q11))
 
 
 def _ntk_diag(dual, q, p):
