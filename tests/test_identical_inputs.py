@@ -9,6 +9,7 @@ float64, at the variances of W_std = 2).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -127,8 +128,6 @@ def test_near_duplicates_stay_within_cauchy_schwarz(act):
 def test_gradient_at_a_duplicate_sees_both_inputs(act):
     """∂K(x1ᵢ, x2ⱼ)/∂x2ⱼ where x2ⱼ = x1ᵢ, against central finite differences (float64): the coincident entry
     carries the gradient of both variances (diag(q11) alone would give ∂/∂x2ⱼ = 0)."""
-    import jax
-
     rng = np.random.default_rng(0)
     x1 = rng.normal(size=(3, 5))
     x2 = np.concatenate([x1[[1]], rng.normal(size=(2, 5))])

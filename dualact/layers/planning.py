@@ -109,7 +109,7 @@ def pair_kernel(layer, names, a, b, va, vb, pair_mask):
     with VarianceTape("replay", va, vb):
         k = Kernel.from_inputs(a, b, track_ntk=needs_ntk(names), mode="cross")
         if pair_mask is not None:
-            k = k.replace(pair_mask=pair_mask if k.pair_mask is None else pair_mask | k.pair_mask)
+            k = k.replace(pair_mask=pair_mask | k.pair_mask)  # "cross" inputs always carry identical rows
         k = layer._kernel(k)
     return tuple(select(k, g) for g in names)
 
