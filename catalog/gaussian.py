@@ -81,7 +81,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     return _num.unscale(1/_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22)), _s, -1.0)
@@ -96,7 +96,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=3)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     return _num.unscale(q12/_num.safe_sqrt(_r**2 + _r*q11 + _r*q22 + _num.gram_det(q11, q12, q22))**3, _s, -2.0)
@@ -122,7 +122,7 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     return _num.unscale(q/jnp.sqrt(_r + 2*q)**3, _s, -0.5)

@@ -95,7 +95,7 @@ def _ntk_mean(q, a, b):
 
 
 def _nngp(q11, q12, q22, a, b):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 2*_r*b
@@ -113,7 +113,7 @@ def nngp(q11, q12, q22, *, a=None, b=None):
 
 
 def _ntk_factor(q11, q12, q22, a, b):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=3)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 2*_r*b
@@ -145,7 +145,7 @@ def diag(q, *, a=None, b=None):
 
 
 def _ntk_diag(q, a, b):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     t0 = 4*q

@@ -88,7 +88,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=4)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _r**2
@@ -110,7 +110,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=5)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _r**2
@@ -131,7 +131,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     t0 = 1/jnp.pi
@@ -148,7 +148,7 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=3)
     _r = 1/_s
     q = _r*q
     t0 = jnp.sqrt(_r)

@@ -84,7 +84,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=4)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = (3/4)*_r**3
@@ -108,7 +108,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=3)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 3*_r
@@ -124,7 +124,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=4)
     _r = 1/_s
     q = _r*q
     return _num.unscale((3/8)*_r**4 - 3/2*_r**3*q + (21/4)*_r**2*q**2 - 15/2*_r*q**3 + (35/8)*q**4, _s, 4.0)
@@ -138,7 +138,7 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=3)
     _r = 1/_s
     q = _r*q
     return _num.unscale(2*q*(3*_r**2 - 6*_r*q + 5*q**2), _s, 3.0)

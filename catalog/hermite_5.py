@@ -86,7 +86,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=5)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 30*_r**3
@@ -110,7 +110,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=4)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = (15/4)*_r**3
@@ -134,7 +134,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=5)
     _r = 1/_s
     q = _r*q
     return _num.unscale((1/8)*q*(15*_r**4 - 60*_r**3*q + 130*_r**2*q**2 - 140*_r*q**3 + 63*q**4), _s, 5.0)
@@ -148,7 +148,7 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=4)
     _r = 1/_s
     q = _r*q
     return _num.unscale((15/8)*_r**4 - 15/2*_r**3*q + (105/4)*_r**2*q**2 - 75/2*_r*q**3 + (175/8)*q**4, _s, 4.0)

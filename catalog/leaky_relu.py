@@ -144,7 +144,7 @@ def _ntk_factor(q11, q12, q22, alpha):
 
 def _ntk_factor_jvp(primals, tangents):
     q11, q12, q22, alpha = primals
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _num.sqrt_gram_det(q11, q12, q22)

@@ -81,7 +81,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     return _num.unscale(q11*q22 + 2*q12**2, _s, 2.0)
@@ -108,7 +108,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     return _num.unscale(3*q**2, _s, 2.0)

@@ -81,7 +81,7 @@ def _ntk_mean(q):
 
 
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=3)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     return _num.unscale(9*q11*q12*q22 + 6*q12**3, _s, 3.0)
@@ -96,7 +96,7 @@ def nngp(q11, q12, q22):
 
 
 def _ntk_factor(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     return _num.unscale(9*q11*q22 + 18*q12**2, _s, 2.0)
@@ -111,7 +111,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=3)
     _r = 1/_s
     q = _r*q
     return _num.unscale(15*q**3, _s, 3.0)
@@ -125,7 +125,7 @@ def diag(q):
 
 
 def _ntk_diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     return _num.unscale(27*q**2, _s, 2.0)

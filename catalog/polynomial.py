@@ -100,7 +100,7 @@ def _ntk_mean(q, c0, c1, c2, c3):
 
 
 def _nngp(q11, q12, q22, c0, c1, c2, c3):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=3)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = _r**2
@@ -123,7 +123,7 @@ def nngp(q11, q12, q22, *, c0=None, c1=None, c2=None, c3=None):
 
 
 def _ntk_factor(q11, q12, q22, c0, c1, c2, c3):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = 3*_r*c1*c3
@@ -143,7 +143,7 @@ def ntk_factor(q11, q12, q22, *, c0=None, c1=None, c2=None, c3=None):
 
 
 def _diag(q, c0, c1, c2, c3):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=3)
     _r = 1/_s
     q = _r*q
     t0 = _r**2*q
@@ -163,7 +163,7 @@ def diag(q, *, c0=None, c1=None, c2=None, c3=None):
 
 
 def _ntk_diag(q, c0, c1, c2, c3):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     t0 = _r*q

@@ -94,7 +94,7 @@ def _ntk_mean(q):
 
 @jax.custom_jvp
 def _nngp(q11, q12, q22):
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = q11*q22
@@ -106,7 +106,7 @@ def _nngp(q11, q12, q22):
 
 def _nngp_jvp(primals, tangents):
     q11, q12, q22 = primals
-    _s = _num.variance_scale(q11, q22)
+    _s = _num.variance_scale(q11, q22, degree=2)
     _r = 1/_s
     q11, q12, q22 = _r*q11, _r*q12, _r*q22
     t0 = q11*q22
@@ -173,7 +173,7 @@ def ntk_factor(q11, q12, q22):
 
 
 def _diag(q):
-    _s = _num.variance_scale(q)
+    _s = _num.variance_scale(q, degree=2)
     _r = 1/_s
     q = _r*q
     return _num.unscale((3/2)*q**2, _s, 2.0)

@@ -260,13 +260,14 @@ class _ClosedFormEmitter:
     def _rescaled(self, exprs: list, variables: tuple) -> tuple[list, list[str], tuple]:
         """The expressions in rescaled variances where their degrees call for it (see scaling.py): the
         expressions, the lines that rebind the variances, and the array symbols."""
-        scaled = rescale_all(exprs, variables)
-        if scaled is None:
+        rescaled = rescale_all(exprs, variables)
+        if rescaled is None:
             return exprs, [], variables
+        scaled, top = rescaled
         names = ", ".join(v.name for v in variables)
         diag = variables[::2] if len(variables) == 3 else variables
         lines = [
-            f"    _s = _num.variance_scale({', '.join(v.name for v in diag)})",
+            f"    _s = _num.variance_scale({', '.join(v.name for v in diag)}, degree={top})",
             "    _r = 1/_s",
             f"    {names} = {', '.join(f'_r*{v.name}' for v in variables)}",
         ]

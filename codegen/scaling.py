@@ -7,7 +7,9 @@ float32. Writing every variance as q = s·p, with s = 4^k the largest power of f
 and d its degree of growth: a sum of terms of degrees d_i is s^D·Σ r^(D − d_i)·t̃_i (D = max d_i), a product
 adds degrees, a root halves them, an angle atan2(y, x) compares them, and any other function (and
 :class:`~dualact.codegen.exponentials.exp_diff`) receives its arguments at full size s^d·ã. The formula is then
-f̃ evaluated on p = r·q, times s^D.
+f̃ evaluated on p = r·q, times s^D. The scale leaves p as large as the largest degree met allows (p^top
+within the float range, see :func:`~dualact.runtime.numerics.variance_scale`): where the leading terms cancel
+(ρ = ±1), the terms left over, like r·p, then stay normal numbers.
 
 Multiplying by powers of two is exact, so up to the order of the roundings the evaluation is the old one,
 without intermediate overflow or underflow. Degree 2 is enough to need it: erf's (1 + 2q11)(1 + 2q22)
@@ -113,10 +115,13 @@ def rescale(expr: sp.Expr, variables: tuple) -> tuple[sp.Expr, sp.Expr, sp.Expr]
     return degree, scaled, max(seen)
 
 
-def rescale_all(exprs: list, variables: tuple) -> list | None:
-    """The expressions as unscale(f̃, s, D) = f̃·s^D (the factor applied after f̃, one s at a time) if all can
-    be rescaled and one has degrees above 1 (else None)."""
+def rescale_all(exprs: list, variables: tuple) -> tuple[list, int] | None:
+    """The expressions as unscale(f̃, s, D) = f̃·s^D (the factor applied after f̃, one s at a time), with the
+    largest degree met in any of them (which bounds the scaled variances, see
+    :func:`~dualact.runtime.numerics.variance_scale`), if all can be rescaled and one has degrees above 1
+    (else None)."""
     out = [rescale(e, variables) for e in exprs]
     if any(o is None for o in out) or max(o[2] for o in out) <= 1:
         return None
-    return [f if d == 0 else unscale(f, S, d) for d, f, _ in out]
+    top = int(sp.ceiling(max(o[2] for o in out)))
+    return [f if d == 0 else unscale(f, S, d) for d, f, _ in out], top

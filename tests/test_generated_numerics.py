@@ -239,3 +239,28 @@ def test_pointwise_exp_minus_one_keeps_relative_accuracy(name, scale):
         got = act(np.float32(v))
         assert got.dtype == jnp.float32
         assert float(got) == pytest.approx(scale * float(mpmath.expm1(float(np.float32(v)))), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "top32", "top64"),
+    [("gaussian", 52, 430), ("gelu", 48, 420), ("gabor", 36, 300), ("erf", 62, 500), ("sigmoid_like", 62, 500)],
+)
+def test_rho_one_between_parallel_inputs_at_huge_variances(name, top32, top64):
+    """Parallel inputs (ρ = ±1 exactly, variances q and 4q) up to 4q = 4^(top + 1) (float32: 8e31 for the
+    Gaussian, float64: 1e259). The rescaled formulas lose their q11·q22 − q12² term there, and what is left is
+    of lower degree in the scaled variances p = q/s and r = 1/s: with p ≤ 1, r^{3/2} fell below the smallest
+    float32 and the NTK factors of the Gaussian, GeLU and Gabor were inf from q ≈ 1e25 (Gabor's NTK factor: 1e20). The
+    scale now leaves p as large as the formula's degree allows (numerics.variance_scale). Reference: the
+    symbolic formula in mpmath; normalised by the diagonals."""
+    k = dualact.catalog.get(name)
+    d = k.derivation
+    cases = [(jnp.float64, 4.0**k_, 1e-12) for k_ in (60, 150, 300, top64)]
+    cases += [(jnp.float32, 4.0**k_, 2e-6) for k_ in (20, 30, top32)]
+    for expr, fn in ((d.nngp, k.nngp), (d.ntk_factor, k.ntk_factor)):
+        for dtype, a, tol in cases:
+            for rho in (1.0, -1.0):
+                point = (a, rho * 2.0 * a, 4.0 * a)  # exactly representable: ρ = ±1 in either dtype
+                scale = np.sqrt(abs(_mp_reference(expr, (a,) * 3) * _mp_reference(expr, (4.0 * a,) * 3)))
+                with jax.enable_x64(dtype == jnp.float64):
+                    got = float(fn(*(jnp.asarray(v, dtype) for v in point)))
+                assert abs(got - _mp_reference(expr, point)) <= tol * scale, (dtype, a, rho, got)

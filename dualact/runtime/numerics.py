@@ -76,13 +76,22 @@ def _power_of_two(n, dtype):
     return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(dtype)
 
 
-def variance_scale(*variances):
-    """s = 4^k, the largest power of four not above max(1, variances…), without gradient (exact).
+def variance_scale(*variances, degree=None):
+    """s = 4^k, the scale by which generated formulas divide the variances, without gradient (exact).
 
-    Generated formulas with polynomials of high degree are evaluated in q/s and multiplied by s^D
+    Generated formulas with polynomials of high degree are evaluated in p = q/s and multiplied by s^D
     (see :mod:`dualact.codegen.scaling`), which keeps q11²·q22² from overflowing where the result does not.
+    Without ``degree``, s is the largest power of four not above max(1, variances…), so p ≤ 1. With the
+    formula's largest degree ``degree`` (static), p is allowed up to 4^h with p^(2·degree) ≤ 2^(7/8·emax)
+    (autodiff squares denominators: GeLU's gradient overflowed at q = 1e53 in float64 with p^degree as the
+    bound), that is up to 2^18 for degree 3 in float32 and 2^112 for degree 4 in float64; s = 1 below
+    that. A formula whose leading terms cancel (ρ = ±1, where q11·q22 − q12² = 0) is then left with terms
+    like r·p (r = 1/s) instead of r: at q = 1e30, (r·p)^(3/2) ~ 2e-31 is a normal float32 number where
+    r^(3/2) ~ 1e-45 was not (the NTK factors of the Gaussian and GeLU were inf from q ≈ 1e25 in float32).
 
     >>> float(variance_scale(0.5, 3.0)), float(variance_scale(1e10, 2.0)) == 4.0**16
+    (1.0, True)
+    >>> float(variance_scale(1e10, 2.0, degree=3)), float(variance_scale(np.float32(2.0**60), degree=3)) == 4.0**22
     (1.0, True)
     """
     dtype = jnp.result_type(*variances, float)
@@ -90,6 +99,10 @@ def variance_scale(*variances):
     for v in variances:
         m = jnp.maximum(m, jnp.asarray(v, dtype))
     k = (jnp.frexp(m)[1] - 1) >> 1  # m ∈ [2^(e−1), 2^e): k = floor((e − 1)/2)
+    if degree:
+        emax = jnp.finfo(dtype).maxexp  # 128 (float32), 1024 (float64)
+        headroom = max(int(7 * emax) // (32 * int(math.ceil(float(degree)))) - 1, 0)
+        k = jnp.maximum(k - headroom, 0)
     return jax.lax.stop_gradient(_power_of_two(2 * k, dtype))
 
 
