@@ -10,7 +10,7 @@ diagonal was 4e-7 off at q = 1e10) by a 12-node Gauss–Legendre rule in x. And
 
     T(q11, q12, q22) = E_z[σ(√q11 z)·g(c z, s)],   c = q12/√q11,   s = √((q11 q22 − q12²)/q11),
 
-is a composite Gauss–Legendre rule (14 nodes per panel) on z ∈ [−L, L]: a static grid of 8 panels, plus
+is a composite Gauss–Legendre rule (14 nodes per panel, 8 in float32) on z ∈ [−L, L]: a static grid of 8 panels, plus
 panel edges at the kinks of σ(√q11 z) (z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges
 k/c, k/c ± w/4, k/c ± w with w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). Where σ has exponential
 pieces e^{βx}, whose own scale 1/abs(β) in x is 1/(abs(β)·√q11) in z and shrinks as the variance grows, both
