@@ -7,7 +7,7 @@ float32. Writing every variance as q = s·p, with s = 4^k the largest power of f
 and d its degree of growth: a sum of terms of degrees d_i is s^D·Σ r^(D − d_i)·t̃_i (D = max d_i), a product
 adds degrees, a root halves them, an angle atan2(y, x) compares them, and any other function (and
 :class:`~dualact.codegen.exponentials.exp_diff`) receives its arguments at full size s^d·ã. The formula is then
-f̃ evaluated on p = r·q, times s^D. The scale leaves p as large as the largest degree met allows (p^top
+f̃ evaluated on p = r·q, times s^D. The scale leaves p as large as the largest degree met allows (p^(2·top)
 within the float range, see :func:`~dualact.runtime.numerics.variance_scale`): where the leading terms cancel
 (ρ = ±1), the terms left over, like r·p, then stay normal numbers.
 

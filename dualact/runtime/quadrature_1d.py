@@ -10,7 +10,8 @@ diagonal was 4e-7 off at q = 1e10) by a 12-node Gauss–Legendre rule in x. And
 
     T(q11, q12, q22) = E_z[σ(√q11 z)·g(c z, s)],   c = q12/√q11,   s = √((q11 q22 − q12²)/q11),
 
-is a composite Gauss–Legendre rule (14 nodes per panel, 8 in float32) on z ∈ [−L, L]: a static grid of 8 panels, plus
+is a composite Gauss–Legendre rule (14 nodes per panel, 8 in float32) on z ∈ [−L, L]: a static grid of 8
+panels, plus
 panel edges at the kinks of σ(√q11 z) (z = k/√q11) and at the boundary layer of g(c z, s) around z = k/c (edges
 k/c, k/c ± w/4, k/c ± w with w = 8 s/abs(c), so the layer stays resolved as ρ → ±1). Where σ has exponential
 pieces e^{βx}, whose own scale 1/abs(β) in x is 1/(abs(β)·√q11) in z and shrinks as the variance grows, both
@@ -63,7 +64,8 @@ _EXP_EDGES = (2.0, 8.0, 32.0)  # extra edges at these distances·1/|β| (in x) f
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _NARROW = 0.5  # a bounded piece narrower than s/2 is integrated by Gauss–Legendre (see _narrow_piece)
 _NARROW_RATE = 4.0  # … and if e^{βx} changes by at most e^4 across it
-_NARROW_XI, _NARROW_WI = (tuple(float(v) for v in a) for a in np.polynomial.legendre.leggauss(12))
+_leggauss = functools.cache(np.polynomial.legendre.leggauss)  # (nodes, weights) on [−1, 1]
+_NARROW_XI, _NARROW_WI = (tuple(float(v) for v in a) for a in _leggauss(12))
 
 
 def _floats(*args):
@@ -315,7 +317,7 @@ class Kernel1D:
             s = sqrt_gram_det(q11, q12, q22) / a
             e = self._edges(a, c, s, dtype, support, rate)
             n = min(n64, N_NODES_FLOAT32) if dtype == jnp.float32 else n64
-            xi, wi = (jnp.asarray(v, dtype) for v in np.polynomial.legendre.leggauss(n))
+            xi, wi = (jnp.asarray(v, dtype) for v in _leggauss(n))
             sigma, g = _pointwise(pieces, rate, dtype)
 
             # one node at a time: the working set stays that of the output (no (…, nodes) arrays)
