@@ -148,6 +148,27 @@ def test_hermite_with_symbolic_parameters(cache):
     assert _files(cache) == []
 
 
+@pytest.mark.parametrize("src", ["relu(x - a)", "Max(x, log(a)**a)"])
+def test_kink_that_moves_with_a_symbolic_parameter(src, cache):
+    """A kink at a symbolic location has no numeric position: a DerivationError asking for a value (SymPy's
+    DomainError from its root finder escaped before), nothing cached."""
+    with pytest.raises(DerivationError, match="needs numeric values for a"):
+        derive(src, {"a": None})
+    assert _files(cache) == []
+
+
+@pytest.mark.parametrize("value", [0.5, 0.9])
+def test_parameter_value_that_makes_sigma_complex(value, cache):
+    """log(a)**a is complex for 0 < a < 1; SymPy refuses to build Heaviside of a complex argument (a raw
+    ValueError escaped from the substitution before, found by the front-end fuzz)."""
+    with pytest.raises(NotRealValuedError, match=f"a = {value}"):
+        derive("Max(x, log(a)**a)", {"a": value})
+    with pytest.raises(NotRealValuedError):
+        _front_end("Max(x, (log(a))**(a))")
+    assert _files(cache) == []
+    assert float(dualact.derive("Max(x, log(a)**a)", {"a": 2.0}).nngp(1.0, 0.0, 1.0)) > 0  # real for a > 1
+
+
 def test_no_closed_form_without_hermite(cache):
     with pytest.raises(DerivationError):
         derive("tanh(x)", use_cache=False, allow_hermite=False)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from dualact.errors import DerivationError, VerificationError
 
@@ -49,7 +50,7 @@ from .derivation import Derivation
 from .normalize import ae_derivative, check_real_valued, check_second_moment, homogeneity_degree, to_heaviside
 from .parse import parse_activation
 from .price import dual_by_price
-from .symbols import q, q11, q12, q22
+from .symbols import q, q11, q12, q22, x
 from .verify import verify_closed_form
 
 __all__ = ["ENGINE_VERSION", "cache_dir", "derive", "hermite_table"]
@@ -449,9 +450,12 @@ def _kinks(*exprs, values, transitions: bool = False) -> tuple[float, ...]:
     points = panel_points if transitions else find_kinks
     out: set[float] = set()
     for e in exprs:
+        e = _numeric(e, values)
+        if e.free_symbols - {x}:
+            continue  # a kink that moves with a symbolic parameter has no fixed location
         try:
-            out |= set(points(_numeric(e, values)))
-        except (ValueError, TypeError, NotImplementedError):
+            out |= set(points(e))
+        except (ValueError, TypeError, NotImplementedError, BasePolynomialError):
             continue
     return tuple(sorted(out))
 

@@ -160,6 +160,25 @@ def homogeneity_degree(expr: sp.Expr) -> int | None:
     return degrees.pop()
 
 
+def substitute_values(expr: sp.Expr, params: dict | None, label: str = "σ") -> sp.Expr:
+    """σ with the parameters that have values (keys: names or symbols; ``None`` = left symbolic) substituted.
+
+    Raise NotRealValuedError where a value makes σ complex in a way SymPy refuses to build, e.g.
+    ``Max(x, log(a)**a)`` at a = 1/2 (Heaviside of a complex argument).
+
+    >>> a = sp.Symbol("a", real=True)
+    >>> substitute_values(a * x, {"a": 2})
+    2*x
+    """
+    values = {str(k): v for k, v in (params or {}).items() if v is not None}
+    try:
+        return expr.subs({s: values[s.name] for s in expr.free_symbols if s.name in values})
+    except (ValueError, TypeError) as err:
+        shown = ", ".join(f"{k} = {v}" for k, v in sorted(values.items()))
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise NotRealValuedError(f"{label} = {expr} is not real-valued at {shown}: {reason}") from None
+
+
 def check_exp_growth(expr: sp.Expr, label: str = "σ", where: str = "") -> None:
     """Raise DivergentActivationError if some exp(P(x)) in ``expr`` has P of degree ≥ 3, or of degree 2 with a
     leading coefficient known to be positive (σ² then outgrows every Gaussian). ``where`` is appended to the
@@ -178,10 +197,7 @@ def check_second_moment(expr: sp.Expr, params: dict | None = None, label: str = 
     """Raise DivergentActivationError if E[σ(u)²] = ∞: σ grows like exp(εx²) or faster, or has a
     non-square-integrable singularity. ``label`` names the function in the message (``"σ'"`` when the
     a.e. derivative is checked: the NTK factor needs E[σ'(u)²] < ∞)."""
-    e = expr.subs({sp.Symbol(k, real=True) if isinstance(k, str) else k: v
-                   for k, v in (params or {}).items() if v is not None})
-    e = e.subs({s: v for s in e.free_symbols for k, v in (params or {}).items()
-                if v is not None and s.name == k})
+    e = substitute_values(expr, params, label)
     check_exp_growth(e, label)
     if e.free_symbols - {x}:
         return  # symbolic parameters: only the structural check above applies (values are checked at use)
@@ -270,10 +286,25 @@ def _square_integrable_near(f, point) -> bool:
 
 
 def check_real_valued(expr: sp.Expr, params: dict | None = None) -> None:
-    """Raise NotRealValuedError if σ is undefined or complex somewhere on the real line (e.g. log(x), sqrt(x))."""
-    e = expr.subs({s: v for s in expr.free_symbols for k, v in (params or {}).items()
-                   if v is not None and s.name == k})
-    e = e.subs({s: sp.Rational(7, 10) for s in e.free_symbols - {x}})
+    """Raise NotRealValuedError if σ is undefined or complex somewhere on the real line (e.g. log(x), sqrt(x)).
+
+    Parameters left symbolic are probed at a few values; σ passes if it is real-valued at one of them (a
+    parameter may have a valid range, e.g. ``Max(x, log(a)**a)`` needs a ≥ 1)."""
+    e = substitute_values(expr, params)
+    symbolic = e.free_symbols - {x}
+    if not symbolic:
+        return _check_real_on_line(e, expr, "")
+    first = None
+    for probe in (sp.Rational(7, 10), sp.Rational(23, 10)):
+        probes = {s.name: probe for s in symbolic}
+        try:
+            return _check_real_on_line(substitute_values(e, probes), expr, f" (parameters at {probe})")
+        except NotRealValuedError as err:
+            first = first or err
+    raise first
+
+
+def _check_real_on_line(e: sp.Expr, expr: sp.Expr, where: str) -> None:
     f = mpmath_function(e)
     with mpmath.workdps(20):
         for point in (-7.3, -2.1, -0.6, -0.01, 0.01, 0.6, 2.1, 7.3):
@@ -282,4 +313,4 @@ def check_real_valued(expr: sp.Expr, params: dict | None = None) -> None:
             except (ZeroDivisionError, ValueError, TypeError):
                 v = mpmath.nan
             if isinstance(v, mpmath.mpc) and abs(v.imag) > 1e-15 * max(1, abs(v.real)) or not mpmath.isfinite(v):
-                raise NotRealValuedError(f"σ = {expr} is not a finite real number at x = {point}")
+                raise NotRealValuedError(f"σ = {expr} is not a finite real number at x = {point}{where}")
