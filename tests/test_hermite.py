@@ -255,3 +255,45 @@ def test_save_load_roundtrip_and_deterministic(tmp_path):
         np.testing.assert_array_equal(getattr(L, k), getattr(T1, k))
     L.save(tmp_path / "c.npz")
     assert (tmp_path / "c.npz").read_bytes() == p1.read_bytes()
+
+
+def test_finite_scale_limit_coarse_then_fine_matches_dense_scan():
+    """The probes of E[σ(sz)²] < ∞ run every tenth scale, then the ones just below the first failure; the
+    answer is that of the dense scan (exp(0.7x) + tanh(x): E[σ(sz)²] ~ e^{(1.4 s)²/2} overflows)."""
+    from dualact.symbolic.hermite import _FINITE_LIMIT, _finite_scale_limit, hermite_coefficients_f64
+
+    f = lambdify_numpy(sp.exp(sp.Rational(7, 10) * x) + sp.tanh(x))
+    t0, t1 = math.log(0.03), math.log(1e4)
+    t = np.linspace(t0, t1, 241)
+    with np.errstate(all="ignore"):
+        E = hermite_coefficients_f64(f, np.exp(t), 1, ())[1]
+    first_bad = int(np.argmin(np.isfinite(E) & (E < _FINITE_LIMIT)))
+    assert 0 < first_bad < 240
+    assert _finite_scale_limit((f,), (), t0, t1) == t[first_bad - 1]
+    assert _finite_scale_limit((lambdify_numpy(sp.tanh(x)),), (), t0, t1) == t1
+
+
+def test_table_extension_dropped_when_it_would_exceed_the_budget():
+    """Above s_max the table continues to s_extend only if that fits the time budget: softplus overflows float64
+    beyond x = 709 and is re-evaluated in mpmath there (a composite such as silu(Max(softplus(1), softplus(x)))
+    took minutes). The table then stops at s_max, and the metadata says why."""
+    sp_expr = sp.log(1 + sp.exp(x))
+    fast = build_table(sp_expr, s_range=(0.5, 2.0), max_terms=64, time_budget=0.05)
+    assert "extension_dropped" in fast.meta
+    assert fast.t_range[1] == pytest.approx(math.log(2.0))
+    full = build_table(sp_expr, s_range=(0.5, 2.0), max_terms=64)
+    assert "extension_dropped" not in full.meta
+    assert full.t_range[1] == pytest.approx(math.log(1e4))
+
+
+def test_kinks_of_a_composite_are_found_once():
+    """Max(softplus(1), softplus(x)) in Heaviside form repeats the nonlinear argument log(1 + e) − log(eˣ + 1)
+    dozens of times; each distinct argument is solved once."""
+    from dualact.symbolic.normalize import ae_derivative as ae
+    from dualact.symbolic.normalize import to_heaviside
+    from dualact.symbolic.parse import parse_activation
+    from dualact.symbolic.quadrature import find_kinks
+
+    sigma = to_heaviside(parse_activation("silu(Max(softplus(1), softplus(x)))").expr)
+    assert find_kinks(sigma) == pytest.approx((1.0,))
+    assert find_kinks(ae(sigma)) == pytest.approx((1.0,))

@@ -600,20 +600,51 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
 _FINITE_LIMIT = 1e290  # E[σ(sz)²] above this is treated as overflowing (the kernel multiplies two norms)
 
 
-def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241) -> float:
-    """The largest log-scale t ≤ t1 below which E[f(e^t z)²] stays finite for every f (t1 if it does)."""
+def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241, stride: int = 10) -> float:
+    """The largest log-scale t ≤ t1 below which E[f(e^t z)²] stays finite for every f (t1 if it does), on a
+    grid of ``probes`` points: every ``stride``-th point first, then the points just below the first failure
+    (E[f(sz)²] overflows from some scale on; a σ whose float64 formula overflows is evaluated in mpmath, so
+    each probe can be slow)."""
     t = np.linspace(t0, t1, probes)
-    with np.errstate(all="ignore"):
-        ok = np.ones(probes, bool)
-        for fn in fns:
-            E = hermite_coefficients_f64(fn, np.exp(t), 1, kinks)[1]
-            ok &= np.isfinite(E) & (E < _FINITE_LIMIT)
+
+    def finite(idx):
+        ok = np.ones(len(idx), bool)
+        with np.errstate(all="ignore"):
+            for fn in fns:
+                E = hermite_coefficients_f64(fn, np.exp(t[idx]), 1, kinks)[1]
+                ok &= np.isfinite(E) & (E < _FINITE_LIMIT)
+        return ok
+
+    coarse = np.unique(np.r_[np.arange(0, probes, stride), probes - 1])
+    ok = finite(coarse)
     if ok.all():
         return t1
-    bad = int(np.argmin(ok))
-    if bad == 0:
+    first = int(np.argmin(ok))
+    if first == 0:
         raise ValueError(f"E[σ(sz)²] is not finite in float64 at the smallest scale s = {math.exp(t0):.3g}")
+    fine = np.arange(coarse[first - 1] + 1, coarse[first])
+    fine_ok = finite(fine) if fine.size else np.ones(0, bool)
+    bad = coarse[first] if fine_ok.all() else fine[int(np.argmin(fine_ok))]
     return float(t[bad - 1])
+
+
+_SCALES_PER_PIECE = 60  # scales a piece of the table evaluates (coarse grid, one refinement, midpoints)
+
+
+def _projected_seconds(fns, kinks, t_from: float, t_to: float, sample: int = 64) -> float:
+    """Seconds the table would spend on log-scales (t_from, t_to], timed on ``sample`` nodes at three scales
+    of that range (a float64 formula that overflows is re-evaluated in mpmath, more often at larger scales)."""
+    scales = np.exp(np.linspace(t_from, t_to, 4)[1:])
+    z, _ = _node_grid(scales, kinks, 1)
+    pick = np.linspace(0, z.shape[1] - 1, sample).astype(int)
+    with np.errstate(all="ignore"):
+        for fn in fns:  # the first call of a re-evaluating callable builds its mpmath twin: not timed
+            fn(scales[-1] * z[-1, pick[:: sample // 4]])
+        start = time.monotonic()
+        for fn in fns:
+            fn((scales[:, None] * z[:, pick]).ravel())
+    per_scale = (time.monotonic() - start) / scales.size * z.shape[1] / sample
+    return per_scale * _SCALES_PER_PIECE * math.ceil((t_to - t_from) / 1.2)
 
 
 def build_table(
@@ -667,6 +698,11 @@ def build_table(
     deadline = start + time_budget
     f = lambdify_numpy(expr)
     fd = lambdify_numpy(derivative_expr)
+    dropped = None
+    if t1 > t_cert:  # the extension, where a σ whose float64 formula overflows is evaluated in mpmath
+        seconds = _projected_seconds((f, fd), kinks, t_cert, t1)
+        if seconds > 0.5 * (deadline - time.monotonic()):
+            t1, dropped = t_cert, seconds
     t_top = _finite_scale_limit((f, fd), kinks, t0, t1)
     if t_top < t1:  # σ grows exponentially (exp(0.7x) + tanh(x)): E[σ(sz)²] overflows float64 beyond e^{t_top}
         t1, t_cert = t_top, min(t_cert, t_top)
@@ -684,6 +720,9 @@ def build_table(
         "rho_certified": _RHO_CERT,
         "outside_range": "s<s_min: Chebyshev in s on [0,s_min]; s_max<s<=s_extend: tabulated with the same J, "
                          "not certified; s>s_extend: clamped at s_extend",
+        **({} if dropped is None else {"extension_dropped": f"s_extend lowered to s_max: tabulating up to "
+                                       f"{float(s_extend):g} would take ~{dropped:.0f} s (σ overflows float64 "
+                                       "there and is evaluated in mpmath)"}),
         "quadrature": "composite Gauss-Legendre float64, edges on kinks and on a geometric x-grid, L=14",
         "nngp": c_stats,
         "ntk": d_stats,

@@ -110,21 +110,21 @@ def find_kinks(expr) -> tuple[float, ...]:
     (-1.5, 0.5)
     """
     expr = sp.sympify(expr)
-    pts: list[float] = []
+    where: dict[sp.Expr, None] = {}  # the expressions whose zeros are kinks, each once (in order)
     for node in sp.preorder_traversal(expr):
         if isinstance(node, _NONSMOOTH):
-            pts += _real_roots(node.args[0])
+            where[node.args[0]] = None
         elif isinstance(node, (sp.Max, sp.Min)):
             args = node.args
             for i in range(len(args)):
                 for j in range(i + 1, len(args)):
-                    pts += _real_roots(args[i] - args[j])
+                    where[args[i] - args[j]] = None
         elif isinstance(node, sp.Piecewise):
             for _, cond in node.args:
                 for rel in cond.atoms(sp.core.relational.Relational):
-                    pts += _real_roots(rel.lhs - rel.rhs)
-    pts = sorted(set(round(p, 15) + 0.0 for p in pts if math.isfinite(p)))
-    return tuple(pts)
+                    where[rel.lhs - rel.rhs] = None
+    pts = [p for e in where for p in _real_roots(e)]
+    return tuple(sorted(set(round(p, 15) + 0.0 for p in pts if math.isfinite(p))))
 
 
 # functions whose graph turns over a length 1/|b| around the root of an affine argument b·x + c
