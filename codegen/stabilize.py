@@ -21,6 +21,7 @@ import random
 from collections.abc import Sequence
 
 import sympy as sp
+from mpmath.libmp import prec_to_dps
 from sympy.codegen.cfunctions import expm1
 
 from dualact.symbolic.symbols import q11, q12, q22
@@ -376,6 +377,10 @@ class log1p_exp(sp.Function):  # noqa: N801 - printed name
     def _eval_rewrite_as_log(self, u, **kwargs):
         return sp.log(1 + sp.exp(u))
 
+    def _eval_evalf(self, prec):  # numeric: comparable, so Max/Min of it can be built (softplus(Max(x, c)))
+        u = self.args[0]
+        return self.rewrite(sp.log).evalf(prec_to_dps(prec)) if u.is_number else self.func(u.evalf(prec_to_dps(prec)))
+
 
 class logistic(sp.Function):  # noqa: N801 - printed name
     """1/(1 + exp(−u)) without overflow (printed as ``jsp.expit(u)``)."""
@@ -390,6 +395,10 @@ class logistic(sp.Function):  # noqa: N801 - printed name
 
     def _eval_rewrite_as_exp(self, u, **kwargs):
         return 1 / (1 + sp.exp(-u))
+
+    def _eval_evalf(self, prec):
+        u = self.args[0]
+        return self.rewrite(sp.exp).evalf(prec_to_dps(prec)) if u.is_number else self.func(u.evalf(prec_to_dps(prec)))
 
 
 def _one_plus_exp(b: sp.Expr):

@@ -323,3 +323,15 @@ def test_pointwise_softplus_logistic_do_not_overflow():
         assert np.all(np.isfinite(big)) and np.all(np.isfinite(dbig)), name
     assert float(catalog.softplus.activation(800.0)) == 800.0
     assert float(catalog.mish.activation(800.0)) == 800.0
+
+
+def test_stabilized_constant_inside_max_is_comparable():
+    """softplus(Max(x/3 − 3x, sigmoid(1/2))): the constant sigmoid(1/2) becomes logistic(1/2), which SymPy's
+    Max must be able to compare (it raised "not comparable" before logistic had a numeric value)."""
+    from dualact.codegen.stabilize import stabilize_pointwise
+
+    e = sp.log(1 + sp.exp(sp.Max(x / 3 - 3 * x, 1 / (1 + sp.exp(-sp.Rational(1, 2))))))
+    s = stabilize_pointwise(e)
+    assert s.has(sp.Max)
+    for v in (-3.0, 0.1, 2.0, 400.0):
+        assert float(s.subs(x, v).evalf(30)) == pytest.approx(float(e.subs(x, v).evalf(30)), rel=1e-14)

@@ -125,18 +125,12 @@ def apply_dual(dual, params: dict, k, layer_name: str = "Activation"):
     def pointwise(q11, q12, q22, ntk, mask):
         """T (and ntk·Ṫ) on one block of entries; ``mask`` marks coincident variables (or is None)."""
         q12 = cauchy_schwarz(q11, q12, q22)
-        if mask is not None:
-            q12_off = jnp.where(mask, jnp.zeros((), q12.dtype), q12)
-            t = dual.nngp(q11, q12_off, q22, **p)
-            t = jnp.where(mask, _coincident(lambda q: dual.diag(q, **p), q11, q22), t)
-        else:
-            q12_off = q12
-            t = dual.nngp(q11, q12, q22, **p)
+        q12_off = q12 if mask is None else jnp.where(mask, jnp.zeros((), q12.dtype), q12)
+        t = _at_coincident(mask, dual.nngp(q11, q12_off, q22, **p), lambda q: dual.diag(q, **p), q11, q22)
         out_ntk = None
         if ntk is not None:
-            factor = dual.ntk_factor(q11, q12_off, q22, **p)
-            if mask is not None:
-                factor = jnp.where(mask, _coincident(lambda q: _ntk_diag(dual, q, p), q11, q22), factor)
+            factor = _at_coincident(mask, dual.ntk_factor(q11, q12_off, q22, **p),
+                                    lambda q: _ntk_diag(dual, q, p), q11, q22)
             out_ntk = (ntk * factor).astype(ntk.dtype)
         return t.astype(q12.dtype), out_ntk
 
@@ -287,14 +281,11 @@ def _matrix_pointwise(dual, p: dict, maps, batch_ndim: int):
         q2 = q22.reshape(lead + (cols,))
         q12_off = q12 if mask is None else jnp.where(mask, jnp.zeros((), q12.dtype), q12)
         m12 = to_matrix(q12_off)
-        t = from_matrix(nngp_matrix(q1, m12, q2))
-        if mask is not None:
-            t = jnp.where(mask, _coincident(lambda q: dual.diag(q, **p), q11, q22), t)
+        t = _at_coincident(mask, from_matrix(nngp_matrix(q1, m12, q2)), lambda q: dual.diag(q, **p), q11, q22)
         out_ntk = None
         if ntk is not None:
-            factor = from_matrix(ntk_matrix(q1, m12, q2))
-            if mask is not None:
-                factor = jnp.where(mask, _coincident(lambda q: _ntk_diag(dual, q, p), q11, q22), factor)
+            factor = _at_coincident(mask, from_matrix(ntk_matrix(q1, m12, q2)), lambda q: _ntk_diag(dual, q, p),
+                                    q11, q22)
             out_ntk = (ntk * factor).astype(ntk.dtype)
         return t.astype(q12.dtype), out_ntk
 
@@ -303,6 +294,11 @@ def _matrix_pointwise(dual, p: dict, maps, batch_ndim: int):
 
 def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
+
+
+def _at_coincident(mask, values, diag, q11, q22):
+    """``values`` with the entries of coincident pairs (``mask``; None: none) replaced by the diagonal formula."""
+    return values if mask is None else jnp.where(mask, _coincident(diag, q11, q22), values)
 
 
 def _coincident(diag, q11, q22):

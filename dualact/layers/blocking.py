@@ -132,28 +132,29 @@ def _self_fn(layer, group, mesh):
     return _cached(layer, ("self", group, _mesh_key(mesh)), build)
 
 
-def _tile_fn(layer, names, mesh, n_tape, with_mask):
-    """Jitted dense tile ``(a, b, va, vb[, mask]) -> outputs`` with the rows of ``a`` split over devices."""
+def _tile_fn(layer, names, mesh, n_tape):
+    """Jitted dense tile ``(a, b, va, vb) -> outputs`` with the rows of ``a`` split over devices (coincident
+    variables of diagonal tiles are found by the identical-rows mask every cross kernel carries)."""
 
     def build():
         rows, rep = PartitionSpec(ROWS), PartitionSpec()
 
-        def local(a, b, va, vb, *pm):
-            return pair_kernel(layer, names, a, b, va, vb, pm[0] if pm else None)
+        def local(a, b, va, vb):
+            return pair_kernel(layer, names, a, b, va, vb)
 
-        in_specs = (rows, rep, (rows,) * n_tape, (rep,) * n_tape) + ((rows,) if with_mask else ())
+        in_specs = (rows, rep, (rows,) * n_tape, (rep,) * n_tape)
         mapped = jax.shard_map(
             local, mesh=mesh, in_specs=in_specs, out_specs=tuple(rows for _ in names), check_vma=False
         )
         return jax.jit(mapped)
 
-    return _cached(layer, ("tile", names, n_tape, with_mask, _mesh_key(mesh)), build)
+    return _cached(layer, ("tile", names, n_tape, _mesh_key(mesh)), build)
 
 
-def _pairs_fn(layer, names, group, mesh, n_tape, same):
+def _pairs_fn(layer, names, group, mesh, n_tape):
     """Jitted ``(x1, x2, v1, v2, i, j) -> outputs[pair]``: pair lists ``i, j`` split over devices, inputs
-    replicated, each device looping over its pairs ``group`` at a time. With ``same`` (x2 is x1) the pair
-    ``(i, i)`` has coincident variables on its pixel diagonal."""
+    replicated, each device looping over its pairs ``group`` at a time (a pair of identical inputs, such as
+    ``(i, i)`` when x2 is x1, has coincident variables on its pixel diagonal: the identical-rows mask)."""
 
     def build():
         rows, rep = PartitionSpec(ROWS), PartitionSpec()
@@ -165,8 +166,7 @@ def _pairs_fn(layer, names, group, mesh, n_tape, same):
                 b = jax.lax.dynamic_slice_in_dim(x2, j, 1)
                 va = tuple(jax.lax.dynamic_slice_in_dim(v, i, 1) for v in v1)
                 vb = tuple(jax.lax.dynamic_slice_in_dim(v, j, 1) for v in v2)
-                mask = jnp.reshape(i == j, (1, 1)) if same else None
-                out = pair_kernel(layer, names, a, b, va, vb, mask)
+                out = pair_kernel(layer, names, a, b, va, vb)
                 return tuple(o[0, 0] for o in out)
 
             return tuple(jax.lax.map(one, (ii, jj), batch_size=group))
@@ -177,7 +177,7 @@ def _pairs_fn(layer, names, group, mesh, n_tape, same):
         )
         return jax.jit(mapped)
 
-    return _cached(layer, ("pairs", names, group, n_tape, same, _mesh_key(mesh)), build)
+    return _cached(layer, ("pairs", names, group, n_tape, _mesh_key(mesh)), build)
 
 
 def _fetch(x) -> np.ndarray:
@@ -252,9 +252,7 @@ def _piecewise(layer, x1, x2, get, p: BlockPlan, devs, progress):
 
 def _run_tiles(layer, names, x1, x2, v1, v2, same, p, mesh, rsh, rep, outs, bar):
     T = p.tile
-    cross = _tile_fn(layer, names, mesh, len(v1), False)
-    diag = _tile_fn(layer, names, mesh, len(v1), True) if same else None
-    eye = _place(np.eye(T, dtype=bool), rsh) if same else None
+    tile = _tile_fn(layer, names, mesh, len(v1))
 
     def block(x, vs, i, sharding):
         sl = slice(i * T, min((i + 1) * T, x.shape[0]))
@@ -279,7 +277,7 @@ def _run_tiles(layer, names, x1, x2, v1, v2, same, p, mesh, rsh, rep, outs, bar)
         for j in range(i if same else 0, c):
             sl_i, a, va = block(x1, v1, i, rsh)
             sl_j, b, vb = block(x2, v2, j, rep)
-            res = diag(a, b, va, vb, eye) if (same and i == j) else cross(a, b, va, vb)
+            res = tile(a, b, va, vb)
             if pending is not None:
                 store(*pending)
             pending = (sl_i, sl_j, res, i, j)
@@ -293,7 +291,7 @@ def _run_pairs(layer, names, x1, x2, v1, v2, same, p, mesh, rsh, rep, outs, bar)
         ii, jj = np.triu_indices(n1)
     else:
         ii, jj = (a.ravel() for a in np.meshgrid(np.arange(n1), np.arange(n2), indexing="ij"))
-    fn = _pairs_fn(layer, names, p.group, mesh, len(v1), same)
+    fn = _pairs_fn(layer, names, p.group, mesh, len(v1))
     x1d = _place(x1, rep)
     x2d = x1d if same else _place(x2, rep)
     v1d = tuple(_place(v, rep) for v in v1)
@@ -329,7 +327,7 @@ def _out_tail(layer, names, x1, v1):
     vs = tuple(jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for v in v1)
 
     def build():
-        out = jax.eval_shape(lambda a, b, va, vb: pair_kernel(layer, names, a, b, va, vb, None), a, a, vs, vs)
+        out = jax.eval_shape(lambda a, b, va, vb: pair_kernel(layer, names, a, b, va, vb), a, a, vs, vs)
         return tuple(out[0].shape[2:])
 
     key = ("tail", names, a.shape, str(a.dtype), tuple((v.shape, str(v.dtype)) for v in vs))

@@ -104,12 +104,11 @@ def plan(
 # ---- primitives ---------------------------------------------------------------------------------------
 
 
-def pair_kernel(layer, names, a, b, va, vb, pair_mask):
-    """Cross-only kernel of x1 rows ``a`` against x2 rows ``b`` with replayed variances."""
+def pair_kernel(layer, names, a, b, va, vb):
+    """Cross-only kernel of x1 rows ``a`` against x2 rows ``b`` with replayed variances (equal rows of a and b
+    are coincident variables: "cross" inputs carry their identical-rows mask)."""
     with VarianceTape("replay", va, vb):
         k = Kernel.from_inputs(a, b, track_ntk=needs_ntk(names), mode="cross")
-        if pair_mask is not None:
-            k = k.replace(pair_mask=pair_mask | k.pair_mask)  # "cross" inputs always carry identical rows
         k = layer._kernel(k)
     return tuple(select(k, g) for g in names)
 
@@ -195,7 +194,7 @@ def estimate_cost(
         )
     one = jax.ShapeDtypeStruct((1,) + x1_shape[1:], dtype)
     tape = jax.eval_shape(lambda x: self_pass(layer, x), one)
-    cross = jax.jit(lambda a, b, va, vb: pair_kernel(layer, names, a, b, va, vb, None)).lower(
+    cross = jax.jit(lambda a, b, va, vb: pair_kernel(layer, names, a, b, va, vb)).lower(
         one, one, tape, tape
     )
     selfc = jax.jit(lambda x: self_pass(layer, x)).lower(one)
