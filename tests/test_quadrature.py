@@ -230,3 +230,31 @@ def test_steep_transitions_get_panel_points():
     assert expectation_2d(d, d, a, b, c, kinks, kinks) == pytest.approx(exact, rel=1e-12)
     diag = 4e4 / math.pi / math.sqrt(1 + 4e4 * a)
     assert expectation_1d(lambda t: d(t) ** 2, a, kinks) == pytest.approx(diag, rel=1e-12)
+
+
+def test_kinks_where_sympy_finds_no_closed_form():
+    """Max(x, tanh(2x)) has kinks where tanh(2x) = x (no closed form); SymPy's solve gives up and the sign
+    changes of the argument are bisected. Checked against mpmath's root finder."""
+    from dualact.symbolic.quadrature import find_kinks
+
+    kinks = find_kinks(sp.Max(x, sp.tanh(2 * x)))
+    root = float(mp.findroot(lambda t: mp.tanh(2 * t) - t, 1.0))
+    assert kinks == pytest.approx((-root, 0.0, root), abs=1e-13)
+
+
+def test_kinks_and_numpy_form_of_a_nested_max():
+    """σ = Max(Max(Max(0.3x, 2), cosh x), sigmoid(atan(−x))) in Heaviside form nests Heavisides in Heaviside
+    arguments: solving them took minutes, and SymPy's numpy printer rewrote each Heaviside as a Piecewise
+    (minutes more). The kinks are where cosh x = 2; σ and σ' evaluate to their values."""
+    from dualact.symbolic.normalize import ae_derivative, to_heaviside
+    from dualact.symbolic.parse import parse_activation
+    from dualact.symbolic.quadrature import find_kinks, lambdify_numpy
+
+    sigma = to_heaviside(parse_activation("Max(Max(Max(0.3*x, 2), cosh(x)), sigmoid(atan(-x)))").expr)
+    a = math.acosh(2.0)
+    assert find_kinks(sigma) == pytest.approx((-a, a), abs=1e-13)
+    t = np.array([-3.0, -1.0, 0.0, 1.0, 3.0, 8.0])
+    expect = np.maximum(np.cosh(t), 2.0)
+    np.testing.assert_allclose(lambdify_numpy(sigma)(t), expect, rtol=1e-14)
+    np.testing.assert_allclose(lambdify_numpy(ae_derivative(sigma))(t), np.where(np.abs(t) > a, np.sinh(t), 0.0),
+                               rtol=1e-14, atol=1e-15)

@@ -21,7 +21,7 @@ import sympy as sp
 
 from dualact.errors import DivergentActivationError, NotRealValuedError
 from dualact.symbolic.canonical import _deadline, _OutOfTime
-from dualact.symbolic.quadrature import mpmath_function
+from dualact.symbolic.quadrature import NUMPY_FUNCTIONS, mpmath_function
 from dualact.symbolic.symbols import x
 
 H = sp.Heaviside
@@ -238,7 +238,7 @@ def _magnitude(f, e: sp.Expr, point: float, seconds: float = 2.0):
         return mpmath.inf
     with np.errstate(all="ignore"):
         try:
-            v = float(sp.lambdify(x, e, "numpy")(np.float64(point)))
+            v = float(sp.lambdify(x, e, [NUMPY_FUNCTIONS, "numpy"])(np.float64(point)))
         except (OverflowError, MemoryError, ZeroDivisionError, ValueError, TypeError):
             return mpmath.inf
     return mpmath.mpf(abs(v)) if math.isfinite(v) else mpmath.inf

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
@@ -68,34 +69,75 @@ _NONSMOOTH = (sp.Heaviside, sp.Abs, sp.sign, sp.DiracDelta, sp.floor, sp.ceiling
 # ------------------------------------------------------------------------------------------------
 # Symbolic helpers
 # ------------------------------------------------------------------------------------------------
-def _real_roots(expr: sp.Expr) -> list[float]:
+# SymPy's solve gets this long per kink argument; where it gives up, fails or finds no closed form, the sign
+# changes of the argument on _ROOT_GRID are bisected (a nested Max of cosh took minutes to solve, and an
+# unsolved argument lost its kinks).
+_SOLVE_SECONDS = 2.0
+_ROOT_GRID = np.unique(np.concatenate([np.linspace(-16.0, 16.0, 6401), np.geomspace(16.0, 1e6, 400),
+                                       -np.geomspace(16.0, 1e6, 400)]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _real_roots(expr: sp.Expr) -> tuple[float, ...]:
+    """Real zeros of ``expr`` (a function of x alone), where a Heaviside of it jumps: polynomial roots,
+    SymPy's solutions, or else the sign changes of the argument found numerically (which also catches
+    jumps of an argument that holds Heavisides itself)."""
     expr = sp.sympify(expr)
     if x not in expr.free_symbols:
-        return []
-    out = []
-    poly = None
+        return ()
     try:
         poly = sp.Poly(expr, x)
     except sp.PolynomialError:
         poly = None
     if poly is not None and poly.degree() >= 1:
-        for r in poly.nroots(n=30):
-            r = complex(r)
-            if abs(r.imag) <= 1e-12 * max(1.0, abs(r.real)):
-                out.append(r.real)
-        return out
+        return tuple(complex(r).real for r in poly.nroots(n=30)
+                     if abs(complex(r).imag) <= 1e-12 * max(1.0, abs(complex(r).real)))
+    from dualact.symbolic.canonical import _deadline, _OutOfTime
+
+    began = time.monotonic()
     try:
-        sols = sp.solve(sp.Eq(expr, 0), x)
+        with _deadline(_SOLVE_SECONDS):
+            sols = sp.solve(sp.Eq(expr, 0), x)
+    except _OutOfTime:
+        if time.monotonic() - began < 0.9 * _SOLVE_SECONDS:
+            raise  # an enclosing deadline fired first
+        sols = None
     except (NotImplementedError, ValueError, TypeError):
-        sols = []
-    for r in sols:
+        sols = None
+    out = []
+    for r in sols or ():
         try:
             v = complex(sp.N(r, 30))
         except (TypeError, ValueError):
             continue
         if abs(v.imag) <= 1e-12 * max(1.0, abs(v.real)):
             out.append(v.real)
-    return out
+    return tuple(out) if out else _sign_changes(expr)
+
+
+def _sign_changes(expr: sp.Expr) -> tuple[float, ...]:
+    """Points where ``expr`` changes sign on _ROOT_GRID, bisected to float64 resolution (zeros on the grid
+    included)."""
+    fn = sp.lambdify(x, expr, modules=[NUMPY_FUNCTIONS, "scipy", "numpy"])
+
+    def f(t):
+        with np.errstate(all="ignore"):
+            return np.broadcast_to(np.asarray(fn(t), dtype=np.float64), t.shape)
+
+    try:
+        v = f(_ROOT_GRID)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return ()
+    ok = np.isfinite(v)
+    at = _ROOT_GRID[ok & (v == 0)]
+    idx = np.nonzero(ok[:-1] & ok[1:] & (np.sign(v[:-1]) * np.sign(v[1:]) < 0))[0]
+    lo, hi, f_lo = _ROOT_GRID[idx], _ROOT_GRID[idx + 1], v[idx]
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        f_mid = f(mid)
+        left = np.sign(f_mid) == np.sign(f_lo)
+        lo, f_lo, hi = np.where(left, mid, lo), np.where(left, f_mid, f_lo), np.where(left, hi, mid)
+    return tuple(float(t) for t in np.concatenate([at, 0.5 * (lo + hi)]))
 
 
 def find_kinks(expr) -> tuple[float, ...]:
@@ -193,6 +235,15 @@ def _npmin(*args):
     return functools.reduce(np.minimum, args)
 
 
+def _npheaviside(t, h0=0.5):
+    return np.heaviside(t, h0)
+
+
+# Printed as plain calls: SymPy's numpy printer rewrites Heaviside as a Piecewise, whose construction
+# simplifies the conditions (as_set, periodicity) and took minutes for nested Max of cosh (a composite σ').
+NUMPY_FUNCTIONS = {"Max": _npmax, "Min": _npmin, "Heaviside": _npheaviside}
+
+
 def lambdify_numpy(expr) -> ArrayFn:
     """Vectorised float64 numpy callable of a SymPy σ(x) (DiracDelta terms count as 0).
 
@@ -205,7 +256,7 @@ def lambdify_numpy(expr) -> ArrayFn:
     """
     expr = sp.sympify(expr).replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     _check_univariate(expr)
-    fn = sp.lambdify(x, expr, modules=[{"Max": _npmax, "Min": _npmin}, "scipy", "numpy"])
+    fn = sp.lambdify(x, expr, modules=[NUMPY_FUNCTIONS, "scipy", "numpy"])
     slow = None
 
     def f(t):
