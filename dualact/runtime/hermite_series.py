@@ -97,6 +97,19 @@ def _panels(e, dtype):
     return z, w
 
 
+# Argument at which σ is evaluated in place of the nodes of zero-width panels (see _node_values).
+_SAFE_X = 1.0 / math.pi
+
+
+def _node_values(fn, x, w):
+    """fn(x) at the nodes of positive weight, 0 at the others. Coinciding edges (a kink on a grid point, edges
+    clipped at ±L) make zero-width panels, whose nodes sit on the edge itself: on a kink, where σ' may be
+    undefined (2/x at x = 0 for a log(x²) piece), and 0·NaN spoiled the whole sum. They are evaluated at
+    :data:`_SAFE_X` instead (so no NaN reaches the gradient either) and dropped."""
+    keep = w > 0
+    return jnp.where(keep, fn(jnp.where(keep, x, jnp.asarray(_SAFE_X, x.dtype))), 0.0)
+
+
 def _rule(scales_kinks, dtype, graded=()):
     """Composite GL nodes and weights·φ(z) on the static grid plus the kinks k/s and, for each scale s in
     ``graded``, the σ-scale grading ±2^k/s (:data:`_X_GRADES`) (static shape; each s has a trailing axis of
@@ -127,10 +140,10 @@ def one_dimensional(fn: Callable, kinks: Sequence[float], sa, sb):
             dtype,
             graded=() if s_ref is None else (sa[..., None], sb[..., None]),
         )
-        fa = fn(sa[..., None] * z)
-        fb = fn(sb[..., None] * z)
+        fa = _node_values(fn, sa[..., None] * z, w)
+        fb = _node_values(fn, sb[..., None] * z, w)
         # without kinks the node set is symmetric, so f(−sb z_i) = f(sb z_{N−1−i})
-        fm = fb[..., ::-1] if not kinks else fn(-sb[..., None] * z)
+        fm = fb[..., ::-1] if not kinks else _node_values(fn, -sb[..., None] * z, w)
         return (
             jnp.sum(w * fa * fa, -1),
             jnp.sum(w * fb * fb, -1),
@@ -309,7 +322,7 @@ def _moments(fn, kinks, s):
 
     def sums(s_ref):
         z, w = _rule([(s[..., None], kinks)], s.dtype, graded=() if s_ref is None else (s[..., None],))
-        f = fn(s[..., None] * z)
+        f = _node_values(fn, s[..., None] * z, w)
         return jnp.sum(w * f * f, -1), jnp.sum(w * f, -1)
 
     return _by_reach(sums, s)
@@ -409,7 +422,7 @@ def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
             r = jnp.sqrt(0.5 * w)
 
             def folded(s):
-                fp, fm = fn(s[..., None] * z), fn(-s[..., None] * z)
+                fp, fm = _node_values(fn, s[..., None] * z, w), _node_values(fn, -s[..., None] * z, w)
                 return (fp + fm) * r, (fp - fm) * r
 
             ea, oa = folded(sa)

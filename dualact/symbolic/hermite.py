@@ -48,6 +48,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from dualact.errors import DerivationError
 from dualact.symbolic.quadrature import (
     _X_GEO,
     ae_derivative,
@@ -621,7 +622,8 @@ def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241, str
         return t1
     first = int(np.argmin(ok))
     if first == 0:
-        raise ValueError(f"E[σ(sz)²] is not finite in float64 at the smallest scale s = {math.exp(t0):.3g}")
+        raise DerivationError(f"no Hermite table: E[σ(sz)²] is not finite in float64 at the smallest scale s = "
+                              f"{math.exp(t0):.3g} (σ undefined or overflowing on a set the quadrature sees)")
     fine = np.arange(coarse[first - 1] + 1, coarse[first])
     fine_ok = finite(fine) if fine.size else np.ones(0, bool)
     bad = coarse[first] if fine_ok.all() else fine[int(np.argmin(fine_ok))]

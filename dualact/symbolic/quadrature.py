@@ -90,8 +90,11 @@ def _real_roots(expr: sp.Expr) -> tuple[float, ...]:
     except sp.PolynomialError:
         poly = None
     if poly is not None and poly.degree() >= 1:
-        return tuple(complex(r).real for r in poly.nroots(n=30)
-                     if abs(complex(r).imag) <= 1e-12 * max(1.0, abs(complex(r).real)))
+        try:  # square-free part: a multiple root (x² at 0) stalls the root finder
+            roots = [complex(r) for r in poly.sqf_part().nroots(n=30)]
+        except mpmath.libmp.NoConvergence:
+            return _sign_changes(expr)
+        return tuple(r.real for r in roots if abs(r.imag) <= 1e-12 * max(1.0, abs(r.real)))
     from dualact.symbolic.canonical import _deadline, _OutOfTime
 
     began = time.monotonic()
@@ -270,10 +273,24 @@ def lambdify_numpy(expr) -> ArrayFn:
             if slow is None:
                 slow = lambdify_mpmath(expr)
             with mpmath.workdps(30):
-                out[bad] = [float(slow(mpmath.mpf(float(v)))) for v in t[bad]]
+                out[bad] = [_pointwise(slow, float(v)) for v in t[bad]]
         return out
 
     return f
+
+
+def _pointwise(slow: Callable, t: float) -> float:
+    """σ(t) in mpmath; at an isolated point where the formula is undefined (x²/x inside a Max at x = 0, or
+    log(x²)·H(…) there: −∞·0) the value just beside it, which is what a quadrature node there must see (NaN
+    if that is undefined too)."""
+    for at in (t, float(np.nextafter(t, np.inf)), float(np.nextafter(t, -np.inf))):
+        try:
+            v = float(slow(mpmath.mpf(at)))
+        except (ZeroDivisionError, ValueError, TypeError):
+            continue
+        if not math.isnan(v):
+            return v
+    return math.nan
 
 
 def _mp_heaviside(t, h0=0.5):
