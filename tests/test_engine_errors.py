@@ -169,6 +169,16 @@ def test_parameter_value_that_makes_sigma_complex(value, cache):
     assert float(dualact.derive("Max(x, log(a)**a)", {"a": 2.0}).nngp(1.0, 0.0, 1.0)) > 0  # real for a > 1
 
 
+def test_essential_singularity_ends_with_a_clear_error(cache):
+    """sin(exp((x + 1/2)/(x − 1))) oscillates without bound near x = 1: the square-integrability probe next to
+    the pole reduced a 10^(10^8) argument in mpmath for minutes (each probe now has 2 s), and the float64
+    values near the pole are NaN, so no Hermite table reaches the core variances: a DerivationError saying so
+    (a table up to variance 0.005 with a TypeError in its accuracy report before)."""
+    with pytest.raises(DerivationError, match="no Hermite table"):
+        derive("sin(exp((x+0.5)/(x-1)))")
+    assert _files(cache) == []
+
+
 def test_no_closed_form_without_hermite(cache):
     with pytest.raises(DerivationError):
         derive("tanh(x)", use_cache=False, allow_hermite=False)

@@ -630,6 +630,7 @@ def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241, str
     return float(t[bad - 1])
 
 
+_CORE_SCALE = 4.0  # a table must reach this scale (variance 16), or its s_max if smaller
 _SCALES_PER_PIECE = 60  # scales a piece of the table evaluates (coarse grid, one refinement, midpoints)
 
 
@@ -696,6 +697,7 @@ def build_table(
     if not 0 < s_lo < s_hi:
         raise ValueError(f"s_range must satisfy 0 < s_min < s_max, got {s_range}")
     t0, t_cert = math.log(s_lo), math.log(s_hi)
+    t_cert_requested = t_cert
     t1 = math.log(max(s_hi, float(s_extend))) if s_extend is not None else t_cert
     deadline = start + time_budget
     f = lambdify_numpy(expr)
@@ -708,6 +710,12 @@ def build_table(
     t_top = _finite_scale_limit((f, fd), kinks, t0, t1)
     if t_top < t1:  # σ grows exponentially (exp(0.7x) + tanh(x)): E[σ(sz)²] overflows float64 beyond e^{t_top}
         t1, t_cert = t_top, min(t_cert, t_top)
+        if t_top < min(math.log(_CORE_SCALE), t_cert_requested):
+            raise DerivationError(
+                f"no Hermite table: E[σ(sz)²] or E[σ'(sz)²] is not finite in float64 beyond s = {math.exp(t_top):.3g} "
+                f"(variance {math.exp(2 * t_top):.3g}; the table must reach variance {_CORE_SCALE**2:g}): σ overflows "
+                "there, or cannot be evaluated near a singular point"
+            )
     P = pieces if pieces is not None else max(1, int(math.ceil((t1 - t0) / 1.2)))
     c_big, c_small, c_stats = _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
     d_big, d_small, d_stats = _build_one(fd, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
