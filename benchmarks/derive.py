@@ -32,6 +32,11 @@ EXTRA = [  # (label, source, params)
     ("leaky_max", "Max(x, x/10)", None),
     ("relu_plus_erf", "relu(x)+erf(x)/2", None),
     ("sin_symbolic", "a*sin(b*x+c)", {"a": None, "b": None, "c": None}),
+    # compositions found by fuzzing derive, which ran for minutes or raised before
+    ("silu_max_softplus", "silu(Max(softplus(1), softplus(x)))", None),
+    ("nested_max_cosh", "Max(Max(Max(0.3*x, 2), cosh(x)), sigmoid(atan(-x)))", None),
+    ("max_x_tanh", "Max(x, tanh(2*x))", None),
+    ("max_relu_log", "Max(relu(3*x), log(x**2))", None),
 ]
 
 
