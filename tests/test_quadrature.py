@@ -258,3 +258,15 @@ def test_kinks_and_numpy_form_of_a_nested_max():
     np.testing.assert_allclose(lambdify_numpy(sigma)(t), expect, rtol=1e-14)
     np.testing.assert_allclose(lambdify_numpy(ae_derivative(sigma))(t), np.where(np.abs(t) > a, np.sinh(t), 0.0),
                                rtol=1e-14, atol=1e-15)
+
+
+def test_sign_changes_count_the_ends_of_zero_plateaus_once():
+    """An argument that is 0 on a whole range (relu(x), or erf(erfc(x/3)) where it underflows) changes sign at
+    the ends of the plateau only; exact zeros on the grid are kept exactly."""
+    from dualact.symbolic.quadrature import _sign_changes, find_kinks
+
+    assert _sign_changes(sp.Max(x, 0)) == (0.0,)
+    assert _sign_changes(sp.Max(x, 0) - sp.Max(x - 1, 0)) == (0.0,)
+    far = _sign_changes(sp.erf(sp.erfc(x / 3)))
+    assert len(far) == 1 and 70 < far[0] < 90
+    assert find_kinks(sp.Heaviside(sp.erf(sp.erfc(x / 3)))) == far

@@ -73,6 +73,7 @@ _NONSMOOTH = (sp.Heaviside, sp.Abs, sp.sign, sp.DiracDelta, sp.floor, sp.ceiling
 # changes of the argument on _ROOT_GRID are bisected (a nested Max of cosh took minutes to solve, and an
 # unsolved argument lost its kinks).
 _SOLVE_SECONDS = 2.0
+_MAX_SIGN_CHANGES = 32
 _ROOT_GRID = np.unique(np.concatenate([np.linspace(-16.0, 16.0, 6401), np.geomspace(16.0, 1e6, 400),
                                        -np.geomspace(16.0, 1e6, 400)]))
 
@@ -119,28 +120,34 @@ def _real_roots(expr: sp.Expr) -> tuple[float, ...]:
 
 
 def _sign_changes(expr: sp.Expr) -> tuple[float, ...]:
-    """Points where ``expr`` changes sign on _ROOT_GRID, bisected to float64 resolution (zeros on the grid
-    included)."""
+    """Points where the sign of ``expr`` (−, 0 or +) changes on _ROOT_GRID, bisected to float64 resolution:
+    the ends of a zero plateau (H(relu(x)) at 0) count once, not every grid point on it. At most
+    _MAX_SIGN_CHANGES, the nearest to 0 (a spurious change where the value underflows far out is harmless:
+    one more panel edge)."""
     fn = sp.lambdify(x, expr, modules=[NUMPY_FUNCTIONS, "scipy", "numpy"])
 
-    def f(t):
+    def sign(t):
         with np.errstate(all="ignore"):
-            return np.broadcast_to(np.asarray(fn(t), dtype=np.float64), t.shape)
+            return np.sign(np.broadcast_to(np.asarray(fn(t), dtype=np.float64), t.shape))
 
     try:
-        v = f(_ROOT_GRID)
+        v = sign(_ROOT_GRID)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return ()
     ok = np.isfinite(v)
-    at = _ROOT_GRID[ok & (v == 0)]
-    idx = np.nonzero(ok[:-1] & ok[1:] & (np.sign(v[:-1]) * np.sign(v[1:]) < 0))[0]
-    lo, hi, f_lo = _ROOT_GRID[idx], _ROOT_GRID[idx + 1], v[idx]
+    idx = np.nonzero(ok[:-1] & ok[1:] & (v[:-1] != v[1:]))[0]
+    idx = idx[np.argsort(np.minimum(np.abs(_ROOT_GRID[idx]), np.abs(_ROOT_GRID[idx + 1])), kind="stable")]
+    idx = idx[:_MAX_SIGN_CHANGES]
+    lo, hi, s_lo = _ROOT_GRID[idx], _ROOT_GRID[idx + 1], v[idx]
+    g_lo, g_hi, s_hi = lo, hi, v[idx + 1]
     for _ in range(64):
         mid = 0.5 * (lo + hi)
-        f_mid = f(mid)
-        left = np.sign(f_mid) == np.sign(f_lo)
-        lo, f_lo, hi = np.where(left, mid, lo), np.where(left, f_mid, f_lo), np.where(left, hi, mid)
-    return tuple(float(t) for t in np.concatenate([at, 0.5 * (lo + hi)]))
+        left = sign(mid) == s_lo
+        lo, hi = np.where(left, mid, lo), np.where(left, hi, mid)
+    r = 0.5 * (lo + hi)
+    near = 1e-15 * np.maximum(1.0, np.abs(r))  # an exact zero on the grid at the end of a plateau: that point
+    r = np.where((s_lo == 0) & (r - g_lo <= near), g_lo, np.where((s_hi == 0) & (g_hi - r <= near), g_hi, r))
+    return tuple(float(t) for t in r)
 
 
 def find_kinks(expr) -> tuple[float, ...]:
