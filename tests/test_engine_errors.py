@@ -64,6 +64,7 @@ BAD = [
     ("exp(x**2)", DivergentActivationError),
     ("exp(x**2/2)", DivergentActivationError),
     ("x*exp(x**2/4 + 1)", DivergentActivationError),
+    ("sigmoid(x)/(3*x)", DivergentActivationError),  # a pole inside a non-polynomial denominator 3x(1 + e^-x)
     ("x + y", NotAFunctionOfXError),
     ("sin(t)", NotAFunctionOfXError),
     ("log(x)", NotRealValuedError),

@@ -21,7 +21,7 @@ import sympy as sp
 
 from dualact.errors import DivergentActivationError, NotRealValuedError
 from dualact.symbolic.canonical import _deadline, _OutOfTime
-from dualact.symbolic.quadrature import NUMPY_FUNCTIONS, mpmath_function
+from dualact.symbolic.quadrature import NUMPY_FUNCTIONS, _real_roots, mpmath_function
 from dualact.symbolic.symbols import x
 
 H = sp.Heaviside
@@ -253,7 +253,10 @@ def _singular_points(e: sp.Expr) -> list[sp.Expr]:
         b = base.replace(lambda t: isinstance(t, sp.Abs), lambda t: t.args[0])
         for branch in (1, 0):  # Heaviside(·) → 1 and → 0: the polynomial on each side of a kink
             bb = b.replace(lambda t: isinstance(t, sp.Heaviside), lambda t, v=branch: sp.Integer(v))
-            if not bb.has(x) or not bb.is_polynomial(x):
+            if not bb.has(x):
+                continue
+            if not bb.is_polynomial(x):  # e.g. 3x(1 + exp(−x/3π)), sigmoid(·)/(3x) combined: zeros numerically
+                points.update(sp.Float(r, 30) for r in _real_roots(bb))
                 continue
             try:
                 points.update(sp.Poly(bb, x).real_roots())
