@@ -330,6 +330,19 @@ def _deadline(seconds: float | None):
             signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
+def _run_within(seconds: float, fn):
+    """``(True, fn())`` if ``fn`` returns within ``seconds``, ``(False, None)`` if this deadline fired first; an
+    enclosing deadline that fires first still raises :class:`_OutOfTime`, and ``fn``'s own errors propagate."""
+    began = time.monotonic()
+    try:
+        with _deadline(seconds):
+            return True, fn()
+    except _OutOfTime:
+        if time.monotonic() - began < 0.9 * seconds:
+            raise  # an enclosing deadline fired first
+        return False, None
+
+
 def _staged(expr: sp.Expr) -> sp.Expr:
     """canonical_form with long positive radicands kept opaque first, then on the true variables."""
     opaque = _opaque_bases(expr)

@@ -13,14 +13,13 @@ reduced to ``c·δ⁽ᵐ⁾(x)``. The result is a list of additive terms the der
 from __future__ import annotations
 
 import math
-import time
 
 import mpmath
 import numpy as np
 import sympy as sp
 
 from dualact.errors import DivergentActivationError, NotRealValuedError
-from dualact.symbolic.canonical import _deadline, _OutOfTime
+from dualact.symbolic.canonical import _run_within
 from dualact.symbolic.quadrature import NUMPY_FUNCTIONS, _real_roots, mpmath_function
 from dualact.symbolic.symbols import x
 
@@ -227,15 +226,12 @@ def _magnitude(f, e: sp.Expr, point: float, seconds: float = 2.0):
     never returns at x = 10⁴: after ``seconds`` the float64 value decides (finite, e.g. exp(−exp(x)) → 0, or
     overflowed → ``inf``).
     """
-    start = time.monotonic()
     try:
-        with _deadline(seconds):
-            return abs(mpmath.mpmathify(f(mpmath.mpf(point))))
-    except _OutOfTime:
-        if time.monotonic() - start < 0.9 * seconds:
-            raise  # an enclosing deadline (the caller's budget) fired first
+        done, value = _run_within(seconds, lambda: abs(mpmath.mpmathify(f(mpmath.mpf(point)))))
     except (OverflowError, MemoryError, ZeroDivisionError, ValueError, TypeError):
         return mpmath.inf
+    if done:
+        return value
     with np.errstate(all="ignore"):
         try:
             v = float(sp.lambdify(x, e, [NUMPY_FUNCTIONS, "numpy"])(np.float64(point)))
@@ -276,16 +272,13 @@ def _square_integrable_near(f, point) -> bool:
         for sgn in (1, -1):
             vals = []
             for h in (mpmath.mpf("1e-8"), mpmath.mpf("1e-16"), mpmath.mpf("1e-24")):
-                began = time.monotonic()
                 try:
-                    with _deadline(_PROBE_SECONDS):
-                        v = h * abs(mpmath.mpmathify(f(x0 + sgn * h))) ** 2
-                except _OutOfTime:
-                    if time.monotonic() - began < 0.9 * _PROBE_SECONDS:
-                        raise  # an enclosing deadline fired first
-                    break  # e.g. sin(exp(1/h)): reducing a 10^(10^8) argument; the values so far decide
+                    done, v = _run_within(_PROBE_SECONDS, lambda h=h, sgn=sgn: h * abs(mpmath.mpmathify(
+                        f(x0 + sgn * h))) ** 2)
                 except (ZeroDivisionError, OverflowError, ValueError, TypeError):
                     return False
+                if not done:
+                    break  # e.g. sin(exp(1/h)): reducing a 10^(10^8) argument; the values so far decide
                 vals.append(v)
             if not all(mpmath.isfinite(v) for v in vals):
                 return False

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
@@ -96,16 +95,10 @@ def _real_roots(expr: sp.Expr) -> tuple[float, ...]:
         except mpmath.libmp.NoConvergence:
             return _sign_changes(expr)
         return tuple(r.real for r in roots if abs(r.imag) <= 1e-12 * max(1.0, abs(r.real)))
-    from dualact.symbolic.canonical import _deadline, _OutOfTime
+    from dualact.symbolic.canonical import _run_within
 
-    began = time.monotonic()
     try:
-        with _deadline(_SOLVE_SECONDS):
-            sols = sp.solve(sp.Eq(expr, 0), x)
-    except _OutOfTime:
-        if time.monotonic() - began < 0.9 * _SOLVE_SECONDS:
-            raise  # an enclosing deadline fired first
-        sols = None
+        _, sols = _run_within(_SOLVE_SECONDS, lambda: sp.solve(sp.Eq(expr, 0), x))
     except (NotImplementedError, ValueError, TypeError):
         sols = None
     out = []
