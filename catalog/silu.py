@@ -93,9 +93,9 @@ def ntk_factor(q11, q12, q22):
 
 def diag(q):
     """T(q, q, q) = E[σ(u)²] for u ~ N(0, q) (quadrature)."""
-    return hermite_series.diag(activation, KINKS, q)
+    return hermite_series.diag(activation, KINKS, q, radii=_table().radii)
 
 
 def ntk_diag(q):
     """Ṫ(q, q, q) = E[σ'(u)²] for u ~ N(0, q) (quadrature)."""
-    return hermite_series.ntk_diag(derivative, KINKS, q)
+    return hermite_series.ntk_diag(derivative, KINKS, q, radii=_table().radii)

@@ -577,12 +577,12 @@ def _emit_hermite(d: Derivation, name: str, table=None, npz: bytes | None = None
     blocks.append(
         "def diag(q):\n"
         '    """T(q, q, q) = E[σ(u)²] for u ~ N(0, q) (quadrature)."""\n'
-        "    return hermite_series.diag(activation, KINKS, q)"
+        "    return hermite_series.diag(activation, KINKS, q, radii=_table().radii)"
     )
     blocks.append(
         "def ntk_diag(q):\n"
         '    """Ṫ(q, q, q) = E[σ\'(u)²] for u ~ N(0, q) (quadrature)."""\n'
-        "    return hermite_series.ntk_diag(derivative, KINKS, q)"
+        "    return hermite_series.ntk_diag(derivative, KINKS, q, radii=_table().radii)"
     )
     body = "\n\n\n".join(blocks)
     npz_name = f"{name}.npz"

@@ -47,11 +47,12 @@ def test_hermite_fallback_for_exponentially_growing_activation():
     k = dualact.derive("exp(0.7*x) + tanh(x)")
     assert k.method == "hermite"
     assert _normalised_errors(k, sigma) < 1e-8
-    for qv in [10.0, 100.0, 1000.0]:  # finite while E[σ(u)²] is representable (it is ~1e168 at q = 1000)
+    for qv in [10.0, 100.0, 400.0]:  # finite while E[σ(u)²] = e^{0.98 q} + … is (1e170 at q = 400)
         values = [float(k.nngp(qv, 0.5 * qv, qv)), float(k.ntk_factor(qv, -0.5 * qv, qv)), float(k.diag(qv))]
         assert np.all(np.isfinite(values))
+    assert float(k.diag(1000.0)) == np.inf  # e^{980}: beyond float64 (a fixed radius z ≤ 10 gave 1e168)
     # normalised, as the Hermite targets: at ρ = 1/2 the kernel is 1e-11 of the diagonal here
-    assert _normalised_errors(k, sigma, [(100.0, 50.0, 100.0), (30.0, -20.0, 60.0)]) < 1e-8
+    assert _normalised_errors(k, sigma, [(100.0, 50.0, 100.0), (30.0, -20.0, 60.0), (400.0, 150.0, 300.0)]) < 1e-8
 
 
 @pytest.mark.parametrize("source", [

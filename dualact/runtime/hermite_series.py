@@ -53,16 +53,41 @@ __all__ = [
     "series_from_coefficients",
 ]
 
-_L = 10.0
+_L = 10.0  # truncation radius in z of σ without exponential growth
+_DEFAULT_RADII = ((math.inf, _L),)
 _N_NODES = 16
-# Static edge grid in z: unit panels on [−L, L] plus a geometric grading ±L·2^{−k} (k = 1..17) towards 0,
-# which resolves σ(s z) around z = 0 for every s up to ~1e4 (the tables' extended range; kinks are added
-# per call).
-_GRID = np.unique(
-    np.concatenate(
-        [np.arange(-_L, _L + 0.5, 1.0), _L * 2.0 ** -np.arange(1, 18), -_L * 2.0 ** -np.arange(1, 18), [0.0]]
-    )
-)
+
+
+@functools.cache
+def _grid(radius: float) -> np.ndarray:
+    """Static edge grid in z: unit panels on [−radius, radius] plus a geometric grading ±L·2^{−k}
+    (k = 1..17, L = :data:`_L`) towards 0, which resolves σ(s z) around z = 0 for every s up to ~1e4 (the
+    tables' extended range; kinks are added per call)."""
+    grading = _L * 2.0 ** -np.arange(1, 18)
+    return np.unique(np.concatenate([np.arange(-radius, radius + 0.5, 1.0), grading, -grading, [0.0]]))
+
+
+def _table_radii(table) -> tuple[tuple[float, float], ...]:
+    return tuple(getattr(table, "radii", _DEFAULT_RADII))
+
+
+def _outer(radii) -> float:
+    return max(r for _, r in radii)
+
+
+def _limit(radii, s):
+    """The truncation radius R(s) in z at scale s (``HermiteTable.radii``: R_i for the first step with
+    log s ≤ t_i, the last beyond). 10 unless σ grows exponentially, e^{β|x|}: then σ(sz)²φ(z) peaks near
+    z = 2βs, and σ(sz) may overflow beyond R(s), where the integrand is negligible."""
+    if len(radii) == 1:
+        return jnp.asarray(radii[0][1], s.dtype)
+    ts = jnp.asarray([t for t, _ in radii[:-1]], s.dtype)
+    rs = jnp.asarray([r for _, r in radii], s.dtype)
+    s = jax.lax.stop_gradient(s)
+    t = jnp.log(jnp.where(s > 0, s, 1.0))
+    return jnp.where(s > 0, rs[jnp.searchsorted(ts, t, side="left")], rs[0])
+
+
 # Edges ±2^k in the argument x of σ, k = −8..5, which the rules of the one-dimensional expectations add at
 # x/s in z: they resolve σ's own features at every scale s, where the static grading above stops at
 # s ~ 1e4 (tanh's E[σ'(sz)²] was 14% off at q = 1e12 and 1e-19 instead of 1.7e-8 at q = 1e15).
@@ -79,77 +104,83 @@ def _dtype(*args):
 # ------------------------------------------------------------------------------------------------
 # One-dimensional expectations (exact diagonal and |ρ| = 1)
 # ------------------------------------------------------------------------------------------------
-def _moving_edges(s, xs, dtype):
-    """Panel edges x/s in z for the arguments ``xs`` of σ (s = 0 sends them to +L: zero-width panels)."""
+def _moving_edges(s, xs, dtype, radius):
+    """Panel edges x/s in z for the arguments ``xs`` of σ (s = 0 sends them to +radius: zero-width panels)."""
     s = jax.lax.stop_gradient(s)  # the integral does not depend on where the panels are cut
     pos = s > 0
     inv = jnp.where(pos, 1.0 / jnp.where(pos, s, 1.0), 0.0)
-    return jnp.where(pos, jnp.asarray(xs, dtype) * inv, _L)
+    return jnp.where(pos, jnp.asarray(xs, dtype) * inv, radius)
 
 
 def _panels(e, dtype):
-    """Composite Gauss–Legendre nodes z and weights·φ(z) on the sorted panel edges ``e`` (..., E)."""
+    """Composite Gauss–Legendre nodes z and root weights √(w·φ(z)) on the sorted panel edges ``e`` (..., E).
+
+    The root is computed as √w·e^{−z²/4}/(2π)^{1/4}, so it underflows only where z²/4 does (|z| ≈ 54 in
+    float64, not 38), and σ(sz)²φ(z) is formed as (√(wφ)·σ(sz))²: σ(sz) near float64's limit times a tiny
+    weight is then representable (E[cosh(3√q z)²] at q = 30 peaks at z = 33)."""
     xi, wi = (jnp.asarray(a, dtype) for a in np.polynomial.legendre.leggauss(_N_NODES))
     lo, hi = e[..., :-1, None], e[..., 1:, None]
     half = 0.5 * (hi - lo)
     z = (0.5 * (hi + lo) + half * xi).reshape(e.shape[:-1] + (-1,))
-    w = (half * wi).reshape(e.shape[:-1] + (-1,)) * jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z, w
+    r = jnp.sqrt(half * wi).reshape(e.shape[:-1] + (-1,)) * jnp.exp(-0.25 * z * z) * (2 * math.pi) ** -0.25
+    return z, r
 
 
-# Argument at which σ is evaluated in place of the nodes of zero-width panels (see _node_values).
+# Argument at which σ is evaluated in place of the nodes that are dropped (see _weighted).
 _SAFE_X = 1.0 / math.pi
 
 
-def _node_values(fn, x, w):
-    """fn(x) at the nodes of positive weight, 0 at the others. Coinciding edges (a kink on a grid point, edges
-    clipped at ±L) make zero-width panels, whose nodes sit on the edge itself: on a kink, where σ' may be
-    undefined (2/x at x = 0 for a log(x²) piece), and 0·NaN spoiled the whole sum. They are evaluated at
-    :data:`_SAFE_X` instead (so no NaN reaches the gradient either) and dropped."""
-    keep = w > 0
-    return jnp.where(keep, fn(jnp.where(keep, x, jnp.asarray(_SAFE_X, x.dtype))), 0.0)
+def _weighted(fn, s, z, r, radii):
+    """√(w·φ(z))·fn(s z) at the nodes of positive weight within the radius R(s), 0 at the others.
+
+    Coinciding edges (a kink on a grid point, edges clipped at ±R) make zero-width panels, whose nodes sit
+    on the edge itself: on a kink, where σ' may be undefined (2/x at x = 0 for a log(x²) piece), and 0·NaN
+    spoiled the whole sum. Beyond R(s) an exponentially growing σ(sz) may overflow. Both kinds of node are
+    evaluated at :data:`_SAFE_X` instead (so no NaN reaches the gradient either) and dropped."""
+    keep = (r > 0) & (jnp.abs(z) <= _limit(radii, jnp.abs(s)))
+    x = jnp.where(keep, s * z, jnp.asarray(_SAFE_X, z.dtype))
+    return jnp.where(keep, r * fn(x), 0.0)
 
 
-def _rule(scales_kinks, dtype, graded=()):
-    """Composite GL nodes and weights·φ(z) on the static grid plus the kinks k/s and, for each scale s in
-    ``graded``, the σ-scale grading ±2^k/s (:data:`_X_GRADES`) (static shape; each s has a trailing axis of
-    length 1)."""
-    pts = [jnp.asarray(_GRID, dtype)]
-    pts += [_moving_edges(s, ks, dtype) for s, ks in scales_kinks if ks]
-    pts += [_moving_edges(s, _X_GRADES, dtype) for s in graded]
+def _rule(scales_kinks, dtype, graded=(), radius=_L):
+    """Composite GL nodes and root weights √(w·φ(z)) on the static grid of ``radius`` plus the kinks k/s and, for each
+    scale s in ``graded``, the σ-scale grading ±2^k/s (:data:`_X_GRADES`) (static shape; each s has a
+    trailing axis of length 1)."""
+    pts = [jnp.asarray(_grid(radius), dtype)]  # radius: the largest of the table's radii
+    pts += [_moving_edges(s, ks, dtype, radius) for s, ks in scales_kinks if ks]
+    pts += [_moving_edges(s, _X_GRADES, dtype, radius) for s in graded]
     batch = jnp.broadcast_shapes(*[p.shape[:-1] for p in pts])
     e = jnp.concatenate([jnp.broadcast_to(p, batch + p.shape[-1:]) for p in pts], axis=-1)
     if len(pts) > 1:
-        e = jnp.sort(jnp.clip(e, -_L, _L), axis=-1)
+        e = jnp.sort(jnp.clip(e, -radius, radius), axis=-1)
     return _panels(e, dtype)
 
 
-def one_dimensional(fn: Callable, kinks: Sequence[float], sa, sb):
+def one_dimensional(fn: Callable, kinks: Sequence[float], sa, sb, *, radii=_DEFAULT_RADII):
     """(E[f(sa z)²], E[f(sb z)²], E[f(sa z) f(sb z)], E[f(sa z) f(−sb z)]) for z ~ N(0, 1), sa, sb ≥ 0.
 
-    Exact to ~1e-15 (float64) for f with kinks at ``kinks`` and growth at most polynomial·e^{o(x²)}.
+    Exact to ~1e-15 (float64) for f with kinks at ``kinks`` whose integrand f(sz)²φ(z) is negligible
+    beyond the radius R(s) of ``radii`` (the table's :attr:`~dualact.symbolic.hermite.HermiteTable.radii`;
+    the default, 10 at every scale, serves growth up to polynomial).
     """
+    radius = _outer(radii)
     kinks = tuple(float(k) for k in kinks)
     sa, sb = jnp.asarray(sa), jnp.asarray(sb)
     dtype = _dtype(sa, sb)
     sa, sb = sa.astype(dtype), sb.astype(dtype)
 
     def sums(s_ref):
-        z, w = _rule(
+        z, r = _rule(
             [(sa[..., None], kinks), (sb[..., None], kinks), (sb[..., None], tuple(-k for k in kinks))],
             dtype,
             graded=() if s_ref is None else (sa[..., None], sb[..., None]),
+            radius=radius,
         )
-        fa = _node_values(fn, sa[..., None] * z, w)
-        fb = _node_values(fn, sb[..., None] * z, w)
+        ga = _weighted(fn, sa[..., None], z, r, radii)
+        gb = _weighted(fn, sb[..., None], z, r, radii)
         # without kinks the node set is symmetric, so f(−sb z_i) = f(sb z_{N−1−i})
-        fm = fb[..., ::-1] if not kinks else _node_values(fn, -sb[..., None] * z, w)
-        return (
-            jnp.sum(w * fa * fa, -1),
-            jnp.sum(w * fb * fb, -1),
-            jnp.sum(w * fa * fb, -1),
-            jnp.sum(w * fa * fm, -1),
-        )
+        gm = gb[..., ::-1] if not kinks else _weighted(fn, -sb[..., None], z, r, radii)
+        return jnp.sum(ga * ga, -1), jnp.sum(gb * gb, -1), jnp.sum(ga * gb, -1), jnp.sum(ga * gm, -1)
 
     return _by_reach(sums, sa, sb)
 
@@ -162,26 +193,28 @@ def _by_reach(sums, *scales):
     return branching.cond(s_ref > _STATIC_REACH, lambda: sums(s_ref), lambda: sums(None))
 
 
-def _mean_square(fn, kinks, q):
-    return _mean_square_jit(q, fn=fn, kinks=tuple(float(k) for k in kinks))
+def _mean_square(fn, kinks, q, radii):
+    radii = tuple((float(t), float(r)) for t, r in radii)
+    return _mean_square_jit(q, fn=fn, kinks=tuple(float(k) for k in kinks), radii=radii)
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "kinks"))
-def _mean_square_jit(q, *, fn, kinks):
+@functools.partial(jax.jit, static_argnames=("fn", "kinks", "radii"))
+def _mean_square_jit(q, *, fn, kinks, radii):
     q = jnp.asarray(q)
     dtype = _dtype(q)
     s = _safe_sqrt(q.astype(dtype))
-    return _moments(fn, kinks, s)[0]
+    return _moments(fn, kinks, s, radii)[0]
 
 
-def diag(activation: Callable, kinks: Sequence[float], q):
-    """T(q, q, q) = E[σ(√q z)²] exactly (one-dimensional quadrature)."""
-    return _mean_square(activation, kinks, q)
+def diag(activation: Callable, kinks: Sequence[float], q, *, radii=_DEFAULT_RADII):
+    """T(q, q, q) = E[σ(√q z)²] exactly (one-dimensional quadrature truncated at the radius R(√q) of
+    ``radii``, the table's :attr:`~dualact.symbolic.hermite.HermiteTable.radii`)."""
+    return _mean_square(activation, kinks, q, radii)
 
 
-def ntk_diag(derivative: Callable, kinks: Sequence[float], q):
-    """Ṫ(q, q, q) = E[σ'(√q z)²] exactly (one-dimensional quadrature)."""
-    return _mean_square(derivative, kinks, q)
+def ntk_diag(derivative: Callable, kinks: Sequence[float], q, *, radii=_DEFAULT_RADII):
+    """Ṫ(q, q, q) = E[σ'(√q z)²] exactly (one-dimensional quadrature, as :func:`diag`)."""
+    return _mean_square(derivative, kinks, q, radii)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +264,8 @@ def scaled_coefficients(table, fn: Callable, kinks: Sequence[float], q, which: s
     q = jnp.asarray(q)
     dtype = _dtype(q)
     s = _safe_sqrt(q.astype(dtype))
-    return _normalised_coefficients(table, which, s) * jnp.sqrt(_mean_square(fn, kinks, q))[..., None]
+    scale = jnp.sqrt(_mean_square(fn, kinks, q, _table_radii(table)))
+    return _normalised_coefficients(table, which, s) * scale[..., None]
 
 
 def _horner(coef, rho):
@@ -246,10 +280,11 @@ def _horner(coef, rho):
 
 
 class _Arrays:
-    def __init__(self, cheb, small, t_range):
+    def __init__(self, cheb, small, t_range, radii):
         self.c_cheb = cheb
         self.c_small = small
         self.t_range = t_range
+        self.radii = radii
 
 
 def _table_arrays(table, which, *args):
@@ -264,7 +299,7 @@ def _series(table, which, fn, kinks, q11, q12, q22):
     kinks = tuple(float(k) for k in kinks)
     t_range = tuple(float(v) for v in table.t_range)
     cheb, small = _table_arrays(table, which, q11, q12, q22)
-    return _series_jit(cheb, small, q11, q12, q22, fn=fn, kinks=kinks, t_range=t_range)
+    return _series_jit(cheb, small, q11, q12, q22, fn=fn, kinks=kinks, t_range=t_range, radii=_table_radii(table))
 
 
 def _clamp(v, lo, hi):
@@ -286,14 +321,14 @@ def _endpoint_terms(Re, Ro, rho, J: int):
     return Re * jax.lax.integer_pow(rho, Je) + Ro * jax.lax.integer_pow(rho, Jo)
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "kinks", "t_range"))
-def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range):
-    table, which = _Arrays(cheb, small, t_range), "c"
+@functools.partial(jax.jit, static_argnames=("fn", "kinks", "t_range", "radii"))
+def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range, radii):
+    table, which = _Arrays(cheb, small, t_range, radii), "c"
     q11, q12, q22 = jnp.asarray(q11), jnp.asarray(q12), jnp.asarray(q22)
     dtype = _dtype(q11, q12, q22)
     q11, q12, q22 = jnp.broadcast_arrays(q11.astype(dtype), q12.astype(dtype), q22.astype(dtype))
     sa, sb = _safe_sqrt(q11), _safe_sqrt(q22)
-    Eaa, Ebb, Pp, Pm = one_dimensional(fn, kinks, sa, sb)
+    Eaa, Ebb, Pp, Pm = one_dimensional(fn, kinks, sa, sb, radii=radii)
     zero, rho = _correlation(q11, q12, q22)
     ca = _normalised_coefficients(table, which, sa)
     cb = _normalised_coefficients(table, which, sb)
@@ -317,43 +352,44 @@ def _series_jit(cheb, small, q11, q12, q22, *, fn, kinks, t_range):
 _BLOCK = 16  # terms per Horner block (one fused pass over the (R, C) accumulator); even
 
 
-def _moments(fn, kinks, s):
+def _moments(fn, kinks, s, radii):
     """(E[f(s z)²], E[f(s z)]) per entry of s ≥ 0 (the rule of :func:`diag`)."""
 
     def sums(s_ref):
-        z, w = _rule([(s[..., None], kinks)], s.dtype, graded=() if s_ref is None else (s[..., None],))
-        f = _node_values(fn, s[..., None] * z, w)
-        return jnp.sum(w * f * f, -1), jnp.sum(w * f, -1)
+        graded = () if s_ref is None else (s[..., None],)
+        z, r = _rule([(s[..., None], kinks)], s.dtype, graded=graded, radius=_outer(radii))
+        g = _weighted(fn, s[..., None], z, r, radii)
+        return jnp.sum(g * g, -1), jnp.sum(r * g, -1)
 
     return _by_reach(sums, s)
 
 
 @functools.cache
-def _static_half_rule_np():
+def _static_half_rule_np(radius):
     xi, wi = np.polynomial.legendre.leggauss(_N_NODES)
-    e = _GRID[_GRID >= 0]
+    e = _grid(radius)[_grid(radius) >= 0]
     lo, hi = e[:-1, None], e[1:, None]
     half = 0.5 * (hi - lo)
     z = (0.5 * (hi + lo) + half * xi).reshape(-1)
-    w = (half * wi).reshape(-1) * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z, w
+    r = np.sqrt(half * wi).reshape(-1) * np.exp(-0.25 * z * z) * (2 * math.pi) ** -0.25
+    return z, r
 
 
-def _static_half_rule(dtype):
-    """Nodes z > 0 and weights·φ(z) of the static rule of :func:`_rule` (the grid is symmetric about 0, so
-    the rule folds onto z > 0); it resolves σ(s z) for every s ≤ :data:`_STATIC_REACH`."""
-    z, w = _static_half_rule_np()
-    return jnp.asarray(z, dtype), jnp.asarray(w, dtype)
+def _static_half_rule(dtype, radius):
+    """Nodes z > 0 and root weights √(w·φ(z)) of the static rule of :func:`_rule` (the grid is symmetric
+    about 0, so the rule folds onto z > 0); it resolves σ(s z) for every s ≤ :data:`_STATIC_REACH`."""
+    z, r = _static_half_rule_np(radius)
+    return jnp.asarray(z, dtype), jnp.asarray(r, dtype)
 
 
-def _half_rule(dtype, s_ref):
+def _half_rule(dtype, s_ref, radius):
     """Nodes z > 0 and weights·φ(z) of a rule shared by all rows and columns of a block whose largest scale
     s_ref exceeds :data:`_STATIC_REACH`: the static rule plus edges 2^k/s_ref (k = −8..15,
     :data:`_SHARED_X_GRADES`), which resolve every row and column with s ≥ 2^-10·s_ref (s_ref itself at any
     size). Scales in between (1e4 < s < 2^-10·s_ref: variances spread over more than six decades above 1e8
     within one block) get the coarser of the two gradings."""
-    static = jnp.asarray(_GRID[_GRID >= 0], dtype)
-    moving = jnp.clip(_moving_edges(s_ref, _SHARED_X_GRADES, dtype), 0.0, _L)
+    static = jnp.asarray(_grid(radius)[_grid(radius) >= 0], dtype)
+    moving = jnp.clip(_moving_edges(s_ref, _SHARED_X_GRADES, dtype, radius), 0.0, radius)
     return _panels(jnp.sort(jnp.concatenate([static, moving])), dtype)
 
 
@@ -399,7 +435,7 @@ def _outer_horner(ca, cb, rho, n_terms):
     return S
 
 
-def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
+def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int, radii):
     """N·(R_e ρ^{J_e} + R_o ρ^{J_o}) for all (i, k), with ``ua``, ``ub`` the unnormalised coefficients c_j
     actually summed (zero beyond them), so that the result is exact at ρ = ±1.
 
@@ -408,7 +444,7 @@ def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
     and folds onto z > 0: ½(P₊ ± P₋) = Σ_{z>0} (w/2) e_a e_b (resp. o_a o_b), e/o = σ(sz) ± σ(−sz), so each of
     N·R_e, N·R_o is one matrix product over [nodes | coefficients].
     """
-    dtype = rho.dtype
+    dtype, radius = rho.dtype, _outer(radii)
     par = np.arange(J) % 2
     even, odd = jnp.asarray(par == 0, dtype), jnp.asarray(par == 1, dtype)
 
@@ -418,12 +454,11 @@ def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
     if all(k == 0.0 for k in kinks):
 
         def products(rule):
-            z, w = rule
-            r = jnp.sqrt(0.5 * w)
+            z, r = rule
 
             def folded(s):
-                fp, fm = _node_values(fn, s[..., None] * z, w), _node_values(fn, -s[..., None] * z, w)
-                return (fp + fm) * r, (fp - fm) * r
+                gp, gm = _weighted(fn, s[..., None], z, r, radii), _weighted(fn, -s[..., None], z, r, radii)
+                return (gp + gm) * math.sqrt(0.5), (gp - gm) * math.sqrt(0.5)
 
             ea, oa = folded(sa)
             eb, ob = folded(sb)
@@ -432,25 +467,29 @@ def _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J: int):
 
         # the static rule where it resolves every scale of the block, else the one graded at the largest
         NRe, NRo = _by_reach(
-            lambda s_ref: products(_static_half_rule(dtype) if s_ref is None else _half_rule(dtype, s_ref)), sa, sb
+            lambda s_ref: products(
+                _static_half_rule(dtype, radius) if s_ref is None else _half_rule(dtype, s_ref, radius)
+            ),
+            sa,
+            sb,
         )
     else:  # panel edges at k/s differ per pair: elementwise one-dimensional quadrature
-        _, _, Pp, Pm = one_dimensional(fn, kinks, sa[..., :, None], sb[..., None, :])
+        _, _, Pp, Pm = one_dimensional(fn, kinks, sa[..., :, None], sb[..., None, :], radii=radii)
         NRe = 0.5 * (Pp + Pm) - mm(ua * even, ub)
         NRo = 0.5 * (Pp - Pm) - mm(ua * odd, ub)
     return _endpoint_terms(NRe, NRo, rho, J)
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "kinks", "t_range", "rtol"))
-def _matrix_jit(cheb, small, q1, q12, q2, *, fn, kinks, t_range, rtol):
-    table = _Arrays(cheb, small, t_range)
+@functools.partial(jax.jit, static_argnames=("fn", "kinks", "t_range", "rtol", "radii"))
+def _matrix_jit(cheb, small, q1, q12, q2, *, fn, kinks, t_range, rtol, radii):
+    table = _Arrays(cheb, small, t_range, radii)
     q1, q12, q2 = jnp.asarray(q1), jnp.asarray(q12), jnp.asarray(q2)
     dtype = _dtype(q1, q12, q2)
     q1, q12, q2 = q1.astype(dtype), q12.astype(dtype), q2.astype(dtype)
     tol = float(jnp.finfo(dtype).eps) if rtol is None else rtol
     sa, sb = _safe_sqrt(q1), _safe_sqrt(q2)
-    Ea, Ma = _moments(fn, kinks, sa)
-    Eb, Mb = _moments(fn, kinks, sb)
+    Ea, Ma = _moments(fn, kinks, sa, radii)
+    Eb, Mb = _moments(fn, kinks, sb, radii)
     ca = _normalised_coefficients(table, "c", sa)  # (..., R, J)
     cb = _normalised_coefficients(table, "c", sb)  # (..., C, J)
     J = ca.shape[-1]
@@ -468,7 +507,7 @@ def _matrix_jit(cheb, small, q1, q12, q2, *, fn, kinks, t_range, rtol):
     def correction(_):
         ua = jnp.where(kept, ca, 0.0) * _safe_sqrt(Ea)[..., None]
         ub = jnp.where(kept, cb, 0.0) * _safe_sqrt(Eb)[..., None]
-        return _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J)
+        return _matrix_endpoint(fn, kinks, sa, sb, ua, ub, rho, J, radii)
 
     corr = jax.lax.cond(4 * jax.lax.integer_pow(rmax, J) > tol, correction, lambda _: jnp.zeros_like(S), None)
     T = N * S + corr
@@ -483,7 +522,9 @@ def _matrix(table, which, fn, kinks, q1, q12, q2, rtol):
     t_range = tuple(float(v) for v in table.t_range)
     cheb, small = _table_arrays(table, which, q1, q12, q2)
     rtol = None if rtol is None else float(rtol)
-    return _matrix_jit(cheb, small, q1, q12, q2, fn=fn, kinks=kinks, t_range=t_range, rtol=rtol)
+    return _matrix_jit(
+        cheb, small, q1, q12, q2, fn=fn, kinks=kinks, t_range=t_range, rtol=rtol, radii=_table_radii(table)
+    )
 
 
 def nngp_matrix(table, activation: Callable, kinks: Sequence[float], q1, q12, q2, *, rtol=None):

@@ -94,9 +94,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _cache_load(key: str) -> Derivation | None:
     path = cache_dir() / f"{key}.json"
     try:
-        return Derivation.from_json(path.read_text())
+        d = Derivation.from_json(path.read_text())
     except (OSError, ValueError, TypeError, KeyError, SyntaxError):
         return None
+    if d.method == "hermite" and "radii" not in (d.hermite or {}):
+        return None  # a table from before the quadrature radius followed σ's growth: wrong for e^{β|x|}
+    return d
 
 
 def _cache_store(key: str, d: Derivation, table=None) -> None:

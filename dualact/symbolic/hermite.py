@@ -51,16 +51,19 @@ import sympy as sp
 from dualact.errors import DerivationError
 from dualact.symbolic.quadrature import (
     _X_GEO,
+    _numpy_log_abs,
     ae_derivative,
     find_kinks,
     gauss_legendre,
+    gaussian_radius,
     lambdify_mpmath,
     lambdify_numpy,
+    log_abs_function,
     mp_edges,
     mp_panel_rule,
 )
 
-__all__ = ["HermiteTable", "build_table", "hermite_coefficients", "hermite_coefficients_f64"]
+__all__ = ["HermiteTable", "RadiusProfile", "build_table", "hermite_coefficients", "hermite_coefficients_f64"]
 
 _FORMAT_VERSION = 1
 _RHO_CERT = 0.99
@@ -104,8 +107,11 @@ def hermite_coefficients(
         if s == 0:
             v0 = f_mp(mpmath.mpf(0))
             return [+v0] + [mpmath.mpf(0)] * (J - 1)
-        if L is None:
-            L = math.ceil(2 * math.sqrt((dps + 3) * math.log(10))) + 2
+        if L is None:  # e^{−z²/4} below 10^{−(dps+3)}, further where σ grows exponentially at this scale
+            tail = (dps + 3) * math.log(10)
+            L = math.ceil(2 * math.sqrt(tail)) + 2
+            log_abs = log_abs_function(expr) if isinstance(expr, sp.Basic) else _mp_log_abs(f_mp)
+            L = gaussian_radius([log_abs], [float(s)], tail=tail, floor=L, cap=max(float(L), _RADIUS_CAP))
         if n is None:
             n = int(0.6 * dps) + 12 + int(math.ceil(math.sqrt(2 * J)))
         edges = mp_edges([(s, kinks)], L, work)
@@ -129,14 +135,68 @@ def hermite_coefficients(
             return [+v for v in acc]
 
 
+def _mp_log_abs(f_mp):
+    """Vectorised log|f| of a scalar mpmath callable (−∞ where f is 0 or undefined)."""
+
+    def log_abs(t):
+        out = []
+        for v in np.asarray(t, dtype=np.float64).ravel():
+            try:
+                y = abs(f_mp(mpmath.mpf(float(v))))
+                out.append(float(mpmath.log(y)) if y else -math.inf)
+            except (ZeroDivisionError, ValueError, TypeError):
+                out.append(-math.inf)
+        return np.asarray(out).reshape(np.shape(t))
+
+    return log_abs
+
+
 # ------------------------------------------------------------------------------------------------
 # float64 coefficients, vectorised over scales and nodes
 # ------------------------------------------------------------------------------------------------
-_L_TABLE = 14.0
+_L_TABLE = 14.0  # truncation radius in z of the coefficient quadrature for σ without exponential growth
+# Truncation radii follow σ's growth (quadrature.gaussian_radius): a σ growing like e^{β|x|} makes
+# σ(sz)²φ(z) peak at z = 2βs, so the radius grows with the scale. The builder's radius leaves e^{−2·40} of
+# the integrand's peak (e^{−40} of √E[σ²] per coefficient), at least _L_TABLE; the runtime's
+# (hermite_series, ``HermiteTable.radii``) e^{−2·24.5}, at least 10, the radius of σ of at most quadratic
+# growth. Nodes beyond the radius of their scale are dropped (where σ(sz) may overflow float64 while
+# σ(sz)²φ(z) is negligible), and the quadrature weights are carried as √(w·φ(z)), which does not underflow
+# before z ≈ 54 (σ(sz)²φ(z) is formed as (√(wφ)·σ(sz))²).
+_TABLE_TAIL = 40.0
+_RUNTIME_TAIL, _RUNTIME_RADIUS = 24.5, 10.0
+_RADIUS_CAP = 64.0
+_ROOT_PHI = (2 * math.pi) ** -0.25
+
+
+def _root_weights(half, wi, z):
+    """√(w·φ(z)) of Gauss–Legendre weights w = half·wi (no underflow of φ for |z| up to ~54)."""
+    return np.sqrt(half * wi) * np.exp(-0.25 * z * z) * _ROOT_PHI
+
+
+@dataclasses.dataclass(frozen=True)
+class RadiusProfile:
+    """Piecewise-constant truncation radius R(s) in z: ``steps`` = ((t_1, R_1), ..., (t_n, R_n)) with
+    t_1 < ... < t_n; R(s) = R_i for the first i with log s ≤ t_i, R_n beyond t_n."""
+
+    steps: tuple[tuple[float, float], ...]
+
+    @property
+    def max(self) -> float:
+        return max(r for _, r in self.steps)
+
+    def at(self, scales) -> np.ndarray:
+        t = np.log(np.maximum(np.abs(np.asarray(scales, dtype=np.float64)), 1e-300))
+        ts = np.array([v for v, _ in self.steps])
+        rs = np.array([r for _, r in self.steps])
+        return rs[np.minimum(np.searchsorted(ts, t, side="left"), ts.size - 1)]
+
+    def to_json(self) -> list[list[float]]:
+        return [[float(t), float(r)] for t, r in self.steps]
 
 
 def _node_grid(scales: np.ndarray, kinks: Sequence[float], J: int, L: float = _L_TABLE):
-    """Composite GL nodes/weights·φ of shape (M, N) for every scale (fixed N: out-of-range edges collapse)."""
+    """Composite GL nodes and root weights √(w·φ) of shape (M, N) for every scale (fixed N: out-of-range
+    edges collapse)."""
     n = _nodes_per_panel(J)
     base = np.arange(-L, L + 0.5, 1.0)
     xe = np.concatenate([_X_GEO, np.asarray(kinks, dtype=float)])
@@ -147,9 +207,8 @@ def _node_grid(scales: np.ndarray, kinks: Sequence[float], J: int, L: float = _L
     xi, wi = gauss_legendre(n)
     lo, hi = edges[:, :-1, None], edges[:, 1:, None]
     half = 0.5 * (hi - lo)
-    z = (0.5 * (hi + lo) + half * xi).reshape(scales.size, -1)
-    w = (half * wi).reshape(scales.size, -1) * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z, w
+    z = 0.5 * (hi + lo) + half * xi
+    return z.reshape(scales.size, -1), _root_weights(half, wi, z).reshape(scales.size, -1)
 
 
 def _nodes_per_panel(J: int) -> int:
@@ -158,7 +217,8 @@ def _nodes_per_panel(J: int) -> int:
 
 
 def _shared_grid(s_max: float, J: int, L: float = _L_TABLE, with_edges: bool = False):
-    """One node set valid for every scale s ≤ s_max of a σ whose kinks are all at 0.
+    """One node set (nodes, root weights √(w·φ)) valid for every scale s ≤ s_max of a σ whose kinks are all
+    at 0.
 
     The geometric grid ±2^k/(4 s_max) around z = 0 is scale invariant: a feature of σ at |x| ~ X lies, for
     any s ≤ s_max, in a panel whose width is proportional to its distance from 0.
@@ -170,9 +230,21 @@ def _shared_grid(s_max: float, J: int, L: float = _L_TABLE, with_edges: bool = F
     xi, wi = gauss_legendre(n)
     lo, hi = edges[:-1, None], edges[1:, None]
     half = 0.5 * (hi - lo)
-    z = (0.5 * (hi + lo) + half * xi).ravel()
-    w = (half * wi).ravel() * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return (edges, z, w) if with_edges else (z, w)
+    z = 0.5 * (hi + lo) + half * xi
+    r = _root_weights(half, wi, z).ravel()
+    return (edges, z.ravel(), r) if with_edges else (z.ravel(), r)
+
+
+def _weighted(f, scales: np.ndarray, z: np.ndarray, r: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """g = √(w·φ(z))·f(s z) (shape (M, N)) at the nodes within the radius of their scale, 0 elsewhere: σ(sz)
+    may overflow float64 there, where σ(sz)²φ(z) is negligible (and would be re-evaluated in mpmath for
+    nothing)."""
+    zz = np.broadcast_to(z, (scales.size, z.shape[-1]))
+    rr = np.broadcast_to(r, zz.shape)
+    keep = (rr > 0) & (np.abs(zz) <= radii[:, None])
+    out = np.zeros(zz.shape)
+    out[keep] = rr[keep] * f((scales[:, None] * zz)[keep])
+    return out
 
 
 def _hermite_matrix(z: np.ndarray, J: int) -> np.ndarray:
@@ -186,24 +258,33 @@ def _hermite_matrix(z: np.ndarray, J: int) -> np.ndarray:
     return H
 
 
-def hermite_coefficients_f64(f, scales, J: int, kinks: Sequence[float] = ()) -> tuple[np.ndarray, np.ndarray]:
+def _scale_radii(f, scales: np.ndarray) -> np.ndarray:
+    """The builder's truncation radius of f at every scale (numpy log|f|)."""
+    la = [_numpy_log_abs(f)]
+    return np.array([gaussian_radius(la, [s], tail=_TABLE_TAIL, floor=_L_TABLE, cap=_RADIUS_CAP) for s in scales])
+
+
+def hermite_coefficients_f64(
+    f, scales, J: int, kinks: Sequence[float] = (), radii=None
+) -> tuple[np.ndarray, np.ndarray]:
     """c_j(s) for j < J at every scale (float64), and E[f(s z)²]: (c of shape (M, J), E of shape (M,)).
 
     ``f`` is a vectorised numpy callable. Accuracy ~1e-16·√E[f(sz)²] per coefficient. When every kink is
     at 0 one node set serves all scales (a single matrix product); otherwise each scale gets its own
-    panels with edges on k/s.
+    panels with edges on k/s. ``radii``: truncation radius in z per scale (default: at least
+    :data:`_L_TABLE`, larger where f grows exponentially, :func:`~dualact.symbolic.quadrature.gaussian_radius`).
     """
     scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    radii = _scale_radii(f, np.abs(scales)) if radii is None else np.broadcast_to(radii, scales.shape)
+    L = float(np.max(radii, initial=_L_TABLE))
     if all(k == 0 for k in kinks):
-        z, w = _shared_grid(float(np.max(np.abs(scales))), J)
-        fv = f(scales[:, None] * z[None, :])
-        y = w * fv
-        E = np.sum(y * fv, axis=1)
-        return y @ _hermite_matrix(z, J).T, E
-    z, w = _node_grid(scales, kinks, J)
-    fv = f(scales[:, None] * z)
-    y = w * fv
-    E = np.sum(y * fv, axis=1)
+        z, r = _shared_grid(float(np.max(np.abs(scales))), J, L)
+        g = _weighted(f, scales, z, r, radii)
+        return (g * r) @ _hermite_matrix(z, J).T, np.sum(g * g, axis=1)
+    z, r = _node_grid(scales, kinks, J, L)
+    g = _weighted(f, scales, z, r, radii)
+    E = np.sum(g * g, axis=1)
+    y = g * r
     c = np.empty((scales.size, J))
     h0 = np.ones_like(z)
     h1 = z.copy()
@@ -220,21 +301,22 @@ class _Coefficients:
     """Normalised coefficients ĉ_j(s) = c_j(s)/√E[f(sz)²] of one function, with the node set and the Hermite
     matrix cached across calls.
 
-    All scales share one node set (:func:`_shared_grid`) and one Hermite matrix, so the coefficients are a
-    single matrix product. A kink k ≠ 0 falls at z = k/s, which depends on s: for every scale the panel that
-    contains it is dropped from the shared sum and replaced by two sub-panels split at the kink, whose
-    Hermite values come from a small separate recurrence.
+    All scales share one node set (:func:`_shared_grid`, out to the largest radius of ``profile``) and one
+    Hermite matrix, so the coefficients are a single matrix product. A kink k ≠ 0 falls at z = k/s, which
+    depends on s: for every scale the panel that contains it is dropped from the shared sum and replaced by
+    two sub-panels split at the kink, whose Hermite values come from a small separate recurrence.
     """
 
-    def __init__(self, f, kinks: Sequence[float], J: int, s_top: float):
+    def __init__(self, f, kinks: Sequence[float], J: int, s_top: float, profile: RadiusProfile | None = None):
+        self.profile = RadiusProfile(((math.inf, _L_TABLE),)) if profile is None else profile
         self.f, self.J, self.s_top = f, J, s_top
         self.kinks = tuple(k for k in kinks if k != 0)
-        self.edges, self.z, self.w = _shared_grid(s_top, J, with_edges=True)
+        self.edges, self.z, self.r = _shared_grid(s_top, J, self.profile.max, with_edges=True)
         self.n = _nodes_per_panel(J)
         self.H = _hermite_matrix(self.z, J).T  # (N, J)
 
     def _split(self, scales):
-        """Per-scale replacement panels for the kinks: (mask (M, P), extra z (M, X), extra w·φ (M, X))."""
+        """Per-scale replacement panels for the kinks: (mask (M, P), extra z (M, X), extra √(w·φ) (M, X))."""
         e, n = self.edges, self.n
         xi, wi = gauss_legendre(n)
         L = e[-1]
@@ -249,40 +331,41 @@ class _Coefficients:
                 p = int(np.searchsorted(e, v, side="right")) - 1
                 if e[p] != v:
                     by_panel.setdefault(p, []).append(v)
-            zz, ww = [], []
+            zz, rr = [], []
             for p, vs in by_panel.items():
                 mask[m, p] = 0.0
                 cuts = [e[p], *sorted(vs), e[p + 1]]
                 for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
                     half = 0.5 * (hi - lo)
                     zz.append(0.5 * (hi + lo) + half * xi)
-                    ww.append(half * wi)
-            rows.append((np.concatenate(zz), np.concatenate(ww)) if zz else (np.zeros(0), np.zeros(0)))
+                    rr.append(_root_weights(half, wi, zz[-1]))
+            rows.append((np.concatenate(zz), np.concatenate(rr)) if zz else (np.zeros(0), np.zeros(0)))
         X = max(r[0].size for r in rows)
         zx = np.zeros((scales.size, X))
-        wx = np.zeros((scales.size, X))
-        for m, (zz, ww) in enumerate(rows):
+        rx = np.zeros((scales.size, X))
+        for m, (zz, rr) in enumerate(rows):
             zx[m, : zz.size] = zz
-            wx[m, : ww.size] = ww * np.exp(-0.5 * zz * zz) / math.sqrt(2 * math.pi)
-        return mask, zx, wx
+            rx[m, : rr.size] = rr
+        return mask, zx, rx
 
     def __call__(self, scales, J: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         J = self.J if J is None else J
         scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+        radii = self.profile.at(scales)
         if np.max(np.abs(scales)) > self.s_top:
-            c, E = hermite_coefficients_f64(self.f, scales, J, self.kinks)
+            c, E = hermite_coefficients_f64(self.f, scales, J, self.kinks, radii)
         else:
-            fv = self.f(scales[:, None] * self.z[None, :])
-            y = self.w * fv
+            g = _weighted(self.f, scales, self.z, self.r, radii)
             if self.kinks:
-                mask, zx, wx = self._split(scales)
-                y = y * np.repeat(mask, self.n, axis=1)
-            E = np.sum(y * fv, axis=1)
-            c = y @ self.H[:, :J]
+                mask, zx, rx = self._split(scales)
+                g = g * np.repeat(mask, self.n, axis=1)
+            E = np.sum(g * g, axis=1)
+            c = (g * self.r) @ self.H[:, :J]
             if self.kinks and zx.shape[1]:
-                fx = self.f(scales[:, None] * zx)
-                yx = wx * fx
-                E = E + np.sum(yx * fx, axis=1)
+                gx = np.stack([_weighted(self.f, scales[m : m + 1], zx[m], rx[m], radii[m : m + 1])[0]
+                               for m in range(scales.size)])
+                yx = gx * rx
+                E = E + np.sum(gx * gx, axis=1)
                 h0, h1 = np.ones_like(zx), zx
                 c[:, 0] += yx.sum(axis=1)
                 if J > 1:
@@ -393,6 +476,13 @@ class HermiteTable:
         return int(self.c_cheb.shape[0])
 
     @property
+    def radii(self) -> tuple[tuple[float, float], ...]:
+        """The runtime's truncation radius in z as :attr:`RadiusProfile.steps` ((log s, R) pairs): 10 unless σ
+        grows exponentially (tables without the record predate it and use 10)."""
+        steps = self.meta.get("radii") or [[math.inf, _RUNTIME_RADIUS]]
+        return tuple((float(t), float(r)) for t, r in steps)
+
+    @property
     def s_range(self) -> tuple[float, float]:
         return (math.exp(self.t_range[0]), math.exp(self.t_range[1]))
 
@@ -482,7 +572,7 @@ def _piece_nodes(t0, t1, P, M):
     return mid[:, None] + half[:, None] * _lobatto(M)[None, :]
 
 
-def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert=None):
+def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert=None, profile=None):
     """Piecewise Chebyshev tables of ĉ_j(s) for one function f. Returns (big (P,J,M), small (J,m), stats).
 
     J and the certified statistics use the scales s ≤ e^{t_cert} (default: all); the table runs to e^{t1}.
@@ -490,7 +580,7 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
     s_top = math.exp(t1)
     t_cert = t1 if t_cert is None else t_cert
     # 1. J from the Parseval tails on the coarse grid (certified range only)
-    coeffs = _Coefficients(f, kinks, max_terms, s_top)
+    coeffs = _Coefficients(f, kinks, max_terms, s_top, profile)
     M = m_start
     tk = _piece_nodes(t0, t1, P, M)
     chat, _ = coeffs(np.exp(tk.ravel()))
@@ -558,7 +648,7 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
     small = small[:, : _truncate_len(small, tol_cheb)[0]].copy()
     # 5. clamping error above the table
     with np.errstate(all="ignore"):  # NaN where E[f(sz)²] overflows there (exponentially growing f)
-        far, _ = _Coefficients(f, kinks, J, 10 * s_top)(np.array([2 * s_top, 10 * s_top]))
+        far, _ = _Coefficients(f, kinks, J, 10 * s_top, profile)(np.array([2 * s_top, 10 * s_top]))
     at_max = chebval_rows(big[-1], np.array([1.0]))[0]
     clamp = np.sqrt(np.sum((far - at_max) ** 2, axis=1))
     coarse_tail = _tails(chat)[:, J] if chat.shape[1] > J else np.zeros(chat.shape[0])
@@ -601,7 +691,9 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
 _FINITE_LIMIT = 1e290  # E[σ(sz)²] above this is treated as overflowing (the kernel multiplies two norms)
 
 
-def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241, stride: int = 10) -> float:
+def _finite_scale_limit(
+    fns, kinks, t0: float, t1: float, probes: int = 241, stride: int = 10, profile: RadiusProfile | None = None
+) -> float:
     """The largest log-scale t ≤ t1 below which E[f(e^t z)²] stays finite for every f (t1 if it does), on a
     grid of ``probes`` points: every ``stride``-th point first, then the points just below the first failure
     (E[f(sz)²] overflows from some scale on; a σ whose float64 formula overflows is evaluated in mpmath, so
@@ -612,7 +704,9 @@ def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241, str
         ok = np.ones(len(idx), bool)
         with np.errstate(all="ignore"):
             for fn in fns:
-                E = hermite_coefficients_f64(fn, np.exp(t[idx]), 1, kinks)[1]
+                scales = np.exp(t[idx])
+                radii = None if profile is None else profile.at(scales)
+                E = hermite_coefficients_f64(fn, scales, 1, kinks, radii)[1]
                 ok &= np.isfinite(E) & (E < _FINITE_LIMIT)
         return ok
 
@@ -630,15 +724,61 @@ def _finite_scale_limit(fns, kinks, t0: float, t1: float, probes: int = 241, str
     return float(t[bad - 1])
 
 
+class _Radii:
+    """Truncation radii in z of σ and σ' at log-scales t_0 < ... < t_n: the builder's (tail e^{−40}, at least
+    :data:`_L_TABLE`) and the runtime's (tail e^{−24.5}, at least :data:`_RUNTIME_RADIUS`), both at most
+    :data:`_RADIUS_CAP`, and the :class:`RadiusProfile` of a table up to a given scale (on (t_{i−1}, t_i]
+    the larger radius of the two ends)."""
+
+    def __init__(self, exprs, t0: float, t1: float, probes: int = 97):
+        t = np.linspace(t0, t1, probes)
+        las = [log_abs_function(e) for e in exprs]
+        builder, runtime = [], []
+        for v in t:  # ascending; beyond the first scale at the cap the table cannot go (see reach)
+            b, r = gaussian_radius(las, [math.exp(v)], tail=(_TABLE_TAIL, _RUNTIME_TAIL),
+                                   floor=(_L_TABLE, _RUNTIME_RADIUS), cap=_RADIUS_CAP)
+            builder.append(b)
+            runtime.append(r)
+            if b >= _RADIUS_CAP:
+                break
+        self.t, self.builder, self.runtime = t[: len(builder)], np.array(builder), np.array(runtime)
+
+    def reach(self) -> float:
+        """The largest t below which the builder's radius stays under the cap (t1 if it does)."""
+        if self.builder[-1] < _RADIUS_CAP:
+            return float(self.t[-1])
+        if self.builder.size == 1:
+            raise DerivationError(
+                f"no Hermite table: σ(sz)²φ(z) is not negligible within |z| ≤ {_RADIUS_CAP:g} at the smallest "
+                f"scale s = {math.exp(self.t[0]):.3g} (σ grows too fast)"
+            )
+        return float(self.t[-2])
+
+    def profiles(self, t_top: float) -> tuple[RadiusProfile, RadiusProfile]:
+        """(builder, runtime) profiles for a table up to e^{t_top}."""
+        k = min(int(np.searchsorted(self.t, t_top - 1e-12)), self.t.size - 1)
+        return self._profile(self.builder[: k + 1]), self._profile(self.runtime[: k + 1])
+
+    def _profile(self, radii) -> RadiusProfile:
+        upper = np.maximum(radii, np.concatenate([radii[:1], radii[:-1]]))
+        steps: list[tuple[float, float]] = []
+        for t, r in zip(self.t, upper, strict=False):
+            if steps and steps[-1][1] == r:
+                steps[-1] = (float(t), float(r))
+            else:
+                steps.append((float(t), float(r)))
+        return RadiusProfile(tuple(steps))
+
+
 _CORE_SCALE = 4.0  # a table must reach this scale (variance 16), or its s_max if smaller
 _SCALES_PER_PIECE = 60  # scales a piece of the table evaluates (coarse grid, one refinement, midpoints)
 
 
-def _projected_seconds(fns, kinks, t_from: float, t_to: float, sample: int = 64) -> float:
+def _projected_seconds(fns, kinks, t_from: float, t_to: float, sample: int = 64, L: float = _L_TABLE) -> float:
     """Seconds the table would spend on log-scales (t_from, t_to], timed on ``sample`` nodes at three scales
     of that range (a float64 formula that overflows is re-evaluated in mpmath, more often at larger scales)."""
     scales = np.exp(np.linspace(t_from, t_to, 4)[1:])
-    z, _ = _node_grid(scales, kinks, 1)
+    z, _ = _node_grid(scales, kinks, 1, L)
     pick = np.linspace(0, z.shape[1] - 1, sample).astype(int)
     with np.errstate(all="ignore"):
         for fn in fns:  # the first call of a re-evaluating callable builds its mpmath twin: not timed
@@ -702,12 +842,16 @@ def build_table(
     deadline = start + time_budget
     f = lambdify_numpy(expr)
     fd = lambdify_numpy(derivative_expr)
+    radii = _Radii((expr, derivative_expr), t0, t1)
+    t_reach = radii.reach()
+    if t_reach < t1:  # σ grows faster than exponentially: the table stops where the quadrature cannot reach
+        t1, t_cert = t_reach, min(t_cert, t_reach)
     dropped = None
     if t1 > t_cert:  # the extension, where a σ whose float64 formula overflows is evaluated in mpmath
-        seconds = _projected_seconds((f, fd), kinks, t_cert, t1)
+        seconds = _projected_seconds((f, fd), kinks, t_cert, t1, L=radii.profiles(t1)[0].max)
         if seconds > 0.5 * (deadline - time.monotonic()):
             t1, dropped = t_cert, seconds
-    t_top = _finite_scale_limit((f, fd), kinks, t0, t1)
+    t_top = _finite_scale_limit((f, fd), kinks, t0, t1, profile=radii.profiles(t1)[0])
     if t_top < t1:  # σ grows exponentially (exp(0.7x) + tanh(x)): E[σ(sz)²] overflows float64 beyond e^{t_top}
         t1, t_cert = t_top, min(t_cert, t_top)
         if t_top < min(math.log(_CORE_SCALE), t_cert_requested):
@@ -716,9 +860,16 @@ def build_table(
                 f"(variance {math.exp(2 * t_top):.3g}; the table must reach variance {_CORE_SCALE**2:g}): σ overflows "
                 "there, or cannot be evaluated near a singular point"
             )
+    if t1 < math.log(_CORE_SCALE) and t1 < t_cert_requested:
+        raise DerivationError(
+            f"no Hermite table: σ grows too fast for the quadrature beyond s = {math.exp(t1):.3g} (variance "
+            f"{math.exp(2 * t1):.3g}; the table must reach variance {_CORE_SCALE**2:g})"
+        )
     P = pieces if pieces is not None else max(1, int(math.ceil((t1 - t0) / 1.2)))
-    c_big, c_small, c_stats = _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
-    d_big, d_small, d_stats = _build_one(fd, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert)
+    profile, runtime_profile = radii.profiles(t1)
+    build = (tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert, profile)
+    c_big, c_small, c_stats = _build_one(f, kinks, *build)
+    d_big, d_small, d_stats = _build_one(fd, kinks, *build)
     meta = {
         "activation": sp.srepr(expr),
         "derivative": sp.srepr(derivative_expr),
@@ -733,7 +884,9 @@ def build_table(
         **({} if dropped is None else {"extension_dropped": f"s_extend lowered to s_max: tabulating up to "
                                        f"{float(s_extend):g} would take ~{dropped:.0f} s (σ overflows float64 "
                                        "there and is evaluated in mpmath)"}),
-        "quadrature": "composite Gauss-Legendre float64, edges on kinks and on a geometric x-grid, L=14",
+        "quadrature": "composite Gauss-Legendre float64, edges on kinks and on a geometric x-grid, truncated "
+                      f"at |z| <= {profile.max:g} (scale-dependent where σ grows exponentially)",
+        "radii": runtime_profile.to_json(),
         "nngp": c_stats,
         "ntk": d_stats,
         "tail_rho099": max(c_stats["tail_rho099"], d_stats["tail_rho099"]),

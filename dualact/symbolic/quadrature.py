@@ -48,6 +48,8 @@ __all__ = [
     "expectation_1d_mp",
     "expectation_2d",
     "find_kinks",
+    "gaussian_radius",
+    "log_abs_function",
     "panel_points",
     "gauss_legendre",
     "gauss_legendre_mp",
@@ -382,24 +384,83 @@ def _phi(z):
     return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
+_LOG_FLOAT_MAX = math.log(np.finfo(np.float64).max)
+
+
+def log_abs_function(expr) -> ArrayFn:
+    """Vectorised log|σ(x)| of a SymPy σ: float64 where σ is finite there, mpmath where σ overflows float64
+    (exp(3x) at x = 300), so that the growth of σ is seen beyond float64's range."""
+    f = lambdify_numpy(expr)
+    slow = None
+
+    def log_abs(t):
+        nonlocal slow
+        t = np.asarray(t, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out = np.log(np.abs(f(t)))
+        big = np.isposinf(out)
+        if np.any(big):
+            slow = lambdify_mpmath(expr) if slow is None else slow
+            with mpmath.workdps(30):
+                out[big] = [_log_abs_mp(slow, float(v)) for v in t[big]]
+        return out
+
+    return log_abs
+
+
+def _log_abs_mp(slow: Callable, t: float) -> float:
+    try:
+        return float(mpmath.log(abs(slow(mpmath.mpf(t)))))
+    except (ZeroDivisionError, ValueError, TypeError):
+        return math.inf
+
+
+def gaussian_radius(
+    log_abs_fns: Sequence[ArrayFn], scales, *, tail, floor, cap: float = 64.0
+):
+    """Truncation radius of E[f(s z)·…], z ~ N(0, 1): the smallest whole R ≥ ``floor`` (at most ``cap``) with
+    |f(±s z)|·e^{−z²/4} < e^{−tail} · max_z |f(s z)|·e^{−z²/4} for all z ≥ R, every f and every s in ``scales``.
+
+    The integrand f(sz)²φ(z) beyond R is then below e^{−2·tail} of its peak, and by Cramér's bound
+    |h_j(z)|e^{−z²/4} ≤ 1.09 so is f(sz)h_j(z)φ(z) below e^{−tail} of √E[f(sz)²] for every j. A σ that grows
+    exponentially, e^{β|x|}, peaks at z = 2βs: the radius grows with the scale (a fixed one lost most of
+    E[cosh(3√q z)²] at q = 16). ``log_abs_fns`` are vectorised log|f| (:func:`log_abs_function`); +∞ (beyond
+    float64) counts as log(float64 max), NaN (undefined) as −∞. ``tail`` and ``floor`` may be sequences of
+    equal length: then one radius per pair, from one evaluation of the functions.
+    """
+    tails, floors = np.atleast_1d(tail).astype(float), np.atleast_1d(floor).astype(float)
+    z = np.arange(0.0, cap + 0.25, 0.25)
+    zz = np.concatenate([z, z])
+    best = floors.copy()
+    for log_abs in log_abs_fns:
+        for s in np.atleast_1d(np.asarray(scales, dtype=np.float64)):
+            if not s > 0:
+                continue
+            with np.errstate(all="ignore"):
+                la = np.concatenate([log_abs(s * z), log_abs(-s * z)])
+            la = np.where(np.isnan(la), -np.inf, np.where(np.isposinf(la), _LOG_FLOAT_MAX, la)) - 0.25 * zz * zz
+            if not np.any(np.isfinite(la)):
+                continue
+            for i, t in enumerate(tails):
+                last = zz[la > np.max(la) - t].max()
+                best[i] = max(best[i], min(float(cap), float(np.ceil(last + 0.25))))  # the next grid point
+    return float(best[0]) if np.ndim(tail) == 0 else tuple(float(b) for b in best)
+
+
+def _numpy_log_abs(f: ArrayFn) -> ArrayFn:
+    def log_abs(t):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.log(np.abs(f(t)))
+
+    return log_abs
+
+
 def _choose_L(fns: Sequence[tuple[ArrayFn, float]], L: float | None) -> float:
-    """Truncation radius: the integrand f(sz)²φ(z) must be < 1e-34 of its peak beyond L (16 ≤ L ≤ 64)."""
+    """Truncation radius: the integrand f(sz)²φ(z) must be < e^{−160} of its peak beyond L (16 ≤ L ≤ 64)."""
     if L is not None:
         return float(L)
-    z = np.arange(0.0, 64.25, 0.25)
-    best = _L_DEFAULT
-    for f, s in fns:
-        if s == 0:
-            continue
-        with np.errstate(all="ignore"):
-            vals = np.concatenate([f(s * z), f(-s * z)])
-        la = np.log(np.abs(vals) + 1e-300) - 0.25 * np.concatenate([z, z]) ** 2
-        la = np.where(np.isfinite(la), la, -np.inf)
-        big = np.nonzero(la > la.max() - 80.0)[0]
-        if big.size:
-            zz = np.concatenate([z, z])[big].max()
-            best = max(best, min(64.0, float(np.ceil(zz)) + 2.0))
-    return best
+    radii = [gaussian_radius([_numpy_log_abs(f)], [s], tail=80.0, floor=_L_DEFAULT) for f, s in fns]
+    return max([_L_DEFAULT, *radii])
 
 
 # ------------------------------------------------------------------------------------------------
