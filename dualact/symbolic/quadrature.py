@@ -385,6 +385,9 @@ def _phi(z):
 
 
 _LOG_FLOAT_MAX = math.log(np.finfo(np.float64).max)
+# |f(sz)|·e^{−z²/4} below e^{−690} ≈ 1e-300 counts as 0: σ' = 0 for x < 2 (tanh(max(1, x − 1))) is nonzero at
+# small scales only where φ(z) underflows, and its "peak" there must not set the radius.
+_LOG_NEGLIGIBLE = -690.0
 
 
 def log_abs_function(expr) -> ArrayFn:
@@ -439,6 +442,7 @@ def gaussian_radius(
             with np.errstate(all="ignore"):
                 la = np.concatenate([log_abs(s * z), log_abs(-s * z)])
             la = np.where(np.isnan(la), -np.inf, np.where(np.isposinf(la), _LOG_FLOAT_MAX, la)) - 0.25 * zz * zz
+            la = np.where(la > _LOG_NEGLIGIBLE, la, -np.inf)  # f(sz)·e^{−z²/4} below float64's range: f ≡ 0 there
             if not np.any(np.isfinite(la)):
                 continue
             for i, t in enumerate(tails):
