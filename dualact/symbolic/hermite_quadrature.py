@@ -24,6 +24,7 @@ from dualact.symbolic.quadrature import (
     _numpy_log_abs,
     find_kinks,
     gauss_legendre,
+    gaussian_radii,
     gaussian_radius,
     lambdify_mpmath,
     log_abs_function,
@@ -225,8 +226,7 @@ def _hermite_matrix(z: np.ndarray, J: int) -> np.ndarray:
 
 def _scale_radii(f, scales: np.ndarray) -> np.ndarray:
     """The builder's truncation radius of f at every scale (numpy log|f|)."""
-    la = [_numpy_log_abs(f)]
-    return np.array([gaussian_radius(la, [s], tail=_TABLE_TAIL, floor=_L_TABLE, cap=_RADIUS_CAP) for s in scales])
+    return gaussian_radii([_numpy_log_abs(f)], scales, tail=_TABLE_TAIL, floor=_L_TABLE, cap=_RADIUS_CAP)
 
 
 def hermite_coefficients_f64(

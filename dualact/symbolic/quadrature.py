@@ -48,6 +48,7 @@ __all__ = [
     "expectation_1d_mp",
     "expectation_2d",
     "find_kinks",
+    "gaussian_radii",
     "gaussian_radius",
     "log_abs_function",
     "panel_points",
@@ -418,37 +419,46 @@ def _log_abs_mp(slow: Callable, t: float) -> float:
         return math.inf
 
 
-def gaussian_radius(
-    log_abs_fns: Sequence[ArrayFn], scales, *, tail, floor, cap: float = 64.0
-):
-    """Truncation radius of E[f(s z)·…], z ~ N(0, 1): the smallest whole R ≥ ``floor`` (at most ``cap``) with
-    |f(±s z)|·e^{−z²/4} < e^{−tail} · max_z |f(s z)|·e^{−z²/4} for all z ≥ R, every f and every s in ``scales``.
+def gaussian_radii(log_abs_fns: Sequence[ArrayFn], scales, *, tail, floor, cap: float = 64.0) -> np.ndarray:
+    """Truncation radius of E[f(s z)·…], z ~ N(0, 1), at every scale s: the smallest whole R ≥ ``floor`` (at most
+    ``cap``) with |f(±s z)|·e^{−z²/4} < e^{−tail} · max_z |f(s z)|·e^{−z²/4} for all z ≥ R and every f.
 
     The integrand f(sz)²φ(z) beyond R is then below e^{−2·tail} of its peak, and by Cramér's bound
     |h_j(z)|e^{−z²/4} ≤ 1.09 so is f(sz)h_j(z)φ(z) below e^{−tail} of √E[f(sz)²] for every j. A σ that grows
     exponentially, e^{β|x|}, peaks at z = 2βs: the radius grows with the scale (a fixed one lost most of
     E[cosh(3√q z)²] at q = 16). ``log_abs_fns`` are vectorised log|f| (:func:`log_abs_function`); +∞ (beyond
     float64) counts as log(float64 max), NaN (undefined) as −∞. ``tail`` and ``floor`` may be sequences of
-    equal length: then one radius per pair, from one evaluation of the functions.
+    equal length: shape (len(tail), len(scales)), from one evaluation of the functions; else (len(scales),).
     """
     tails, floors = np.atleast_1d(tail).astype(float), np.atleast_1d(floor).astype(float)
+    scales = np.atleast_1d(np.asarray(scales, dtype=np.float64)).ravel()
     z = np.arange(0.0, cap + 0.25, 0.25)
-    zz = np.concatenate([z, z])
-    best = floors.copy()
+    zz, signed = np.concatenate([z, z]), np.concatenate([z, -z])
+    out = np.repeat(floors[:, None], scales.size, axis=1)
+    pos = scales > 0
     for log_abs in log_abs_fns:
-        for s in np.atleast_1d(np.asarray(scales, dtype=np.float64)):
-            if not s > 0:
-                continue
-            with np.errstate(all="ignore"):
-                la = np.concatenate([log_abs(s * z), log_abs(-s * z)])
-            la = np.where(np.isnan(la), -np.inf, np.where(np.isposinf(la), _LOG_FLOAT_MAX, la)) - 0.25 * zz * zz
-            la = np.where(la > _LOG_NEGLIGIBLE, la, -np.inf)  # f(sz)·e^{−z²/4} below float64's range: f ≡ 0 there
-            if not np.any(np.isfinite(la)):
-                continue
-            for i, t in enumerate(tails):
-                last = zz[la > np.max(la) - t].max()
-                best[i] = max(best[i], min(float(cap), float(np.ceil(last + 0.25))))  # the next grid point
-    return float(best[0]) if np.ndim(tail) == 0 else tuple(float(b) for b in best)
+        if not np.any(pos):
+            break
+        with np.errstate(all="ignore"):
+            la = np.asarray(log_abs((scales[pos, None] * signed[None, :]).ravel()), dtype=np.float64)
+        la = la.reshape(-1, zz.size)
+        la = np.where(np.isnan(la), -np.inf, np.where(np.isposinf(la), _LOG_FLOAT_MAX, la)) - 0.25 * zz * zz
+        la = np.where(la > _LOG_NEGLIGIBLE, la, -np.inf)  # f(sz)·e^{−z²/4} below float64's range: f ≡ 0 there
+        peak = np.max(la, axis=1)
+        seen = np.isfinite(peak)
+        for i, t in enumerate(tails):
+            last = np.max(np.where(la > (peak - t)[:, None], zz[None, :], -np.inf), axis=1)
+            r = np.minimum(float(cap), np.ceil(last + 0.25))  # the next grid point
+            out[i, pos] = np.where(seen, np.maximum(out[i, pos], r), out[i, pos])
+    return out if np.ndim(tail) else out[0]
+
+
+def gaussian_radius(log_abs_fns: Sequence[ArrayFn], scales, *, tail, floor, cap: float = 64.0):
+    """The largest :func:`gaussian_radii` over ``scales`` (a tuple, one per tail, if ``tail`` is a sequence)."""
+    radii = gaussian_radii(log_abs_fns, scales, tail=tail, floor=floor, cap=cap)
+    if np.ndim(tail):
+        return tuple(float(np.max(r)) for r in radii)
+    return float(np.max(radii))
 
 
 def _numpy_log_abs(f: ArrayFn) -> ArrayFn:
