@@ -37,6 +37,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dualact.runtime import quadrature_1d
+from dualact.runtime import numerics as _num
 
 NAME = 'elu'
 KIND = 'activation'
@@ -86,7 +87,7 @@ def activation(x):
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    return jnp.exp(x)*jnp.heaviside(-jnp.expm1(x), 0.5) + jnp.heaviside(x, 0.5)
+    return jnp.heaviside(x, 0.5) + _num.gate(-jnp.expm1(x), jnp.exp(x), 0.5)
 
 
 def nngp(q11, q12, q22):

@@ -76,8 +76,7 @@ def activation(x, *, alpha=0.01):
 def derivative(x, *, alpha=0.01):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    t0 = jnp.heaviside(x, 0.5)
-    return -alpha*t0 + alpha + t0
+    return alpha + _num.gate(x, 1 - alpha, 0.5)
 
 
 def _mean(q, alpha):

@@ -51,6 +51,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dualact.runtime import quadrature_1d
+from dualact.runtime import numerics as _num
 
 NAME = 'selu'
 KIND = 'activation'
@@ -100,7 +101,7 @@ def activation(x):
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    return (1.7580993408473768)*jnp.exp(x)*jnp.heaviside(-jnp.expm1(x), 0.5) + (1.0507009873554805)*jnp.heaviside(x, 0.5)
+    return (1.0507009873554805)*jnp.heaviside(x, 0.5) + (1.7580993408473768)*_num.gate(-jnp.expm1(x), jnp.exp(x), 0.5)
 
 
 def nngp(q11, q12, q22):

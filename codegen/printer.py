@@ -52,6 +52,9 @@ class JaxCodePrinter(JaxPrinter):
             return f"_num.unscale({self._print(value)}, {self._print(scale)}, {float(degree)!r})"
         if name in ("exp_diff", "gram_det", "sqrt_gram_det"):
             return f"_num.{name}({', '.join(self._print(a) for a in expr.args)})"
+        if name == "heaviside_gate":
+            g, f, h0 = expr.args
+            return f"_num.gate({self._print(g)}, {self._print(f)}, {float(h0)!r})"
         if name == "safe_atan2":
             return f"_num.safe_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
         if name in _SPECIAL:

@@ -264,3 +264,28 @@ def test_rho_one_between_parallel_inputs_at_huge_variances(name, top32, top64):
                 with jax.enable_x64(dtype == jnp.float64):
                     got = float(fn(*(jnp.asarray(v, dtype) for v in point)))
                 assert abs(got - _mp_reference(expr, point)) <= tol * scale, (dtype, a, rho, got)
+
+
+@pytest.mark.parametrize("source, x0, value, slope", [
+    ("elu(x)", 1000.0, 1000.0, 1.0),  # the catalog's σ'(x) = e^x·H(−x) + H(x) was 0·inf = NaN beyond x = 709
+    ("selu(x)", 1000.0, 1.0507009873554805 * 1000.0, 1.0507009873554805),
+    ("elu(2*x)", 400.0, 800.0, 2.0),  # a derived entry: (e^{2x} − 1)·H(−x) at 2x > 709
+    ("x*elu(x)", 1000.0, 1e6, 2000.0),  # x·(e^x − 1)·H(−x) at x = 1000
+])
+def test_pointwise_heaviside_products_do_not_overflow_to_nan(source, x0, value, slope):
+    """σ and σ' written as H(g)·F are emitted as selections (``_num.gate``): 0 where g < 0 even where F
+    overflows there, and the same values as the products everywhere else."""
+    from dualact.symbolic.normalize import to_heaviside
+    from dualact.symbolic.parse import parse_activation
+    from dualact.symbolic.quadrature import lambdify_mpmath
+
+    k = dualact.derive(source)
+    act, der = k.module.activation, k.module.derivative
+    assert float(act(jnp.asarray(x0))) == pytest.approx(value, rel=1e-12)
+    if slope is not None:
+        assert float(der(jnp.asarray(x0))) == pytest.approx(slope, rel=1e-12)
+    ref_fn = lambdify_mpmath(to_heaviside(parse_activation(source).expr))
+    xs = np.linspace(-3.0, 3.0, 61)
+    ref = np.array([float(ref_fn(v)) for v in xs])
+    assert np.allclose(np.asarray(act(jnp.asarray(xs))), ref, rtol=1e-13, atol=1e-15)
+    assert np.all(np.isfinite(np.asarray(der(jnp.asarray(xs)))))

@@ -259,3 +259,14 @@ def exp_diff(a, b, d):
     zero = jnp.zeros_like(d)
     down = jnp.exp(b) * jnp.expm1(jnp.where(up, zero, d))
     return jnp.where(up, -jnp.exp(a) * jnp.expm1(-jnp.where(up, d, zero)), down)
+
+
+def gate(g, value, at_zero=0.5):
+    """Heaviside(g)·value with Heaviside(0) = ``at_zero``, by selection: 0 where g < 0 even where ``value`` is
+    inf or NaN (ELU's e^x for x > 709, a log of a negative number), which the product 0·inf = NaN is not.
+
+    >>> import jax.numpy as jnp
+    >>> [float(v) for v in gate(jnp.array([-1.0, 0.0, 1.0]), jnp.array([jnp.inf, 2.0, 3.0]))]
+    [0.0, 1.0, 3.0]
+    """
+    return jnp.where(g > 0, value, jnp.where(g < 0, jnp.zeros_like(value), at_zero * value))
