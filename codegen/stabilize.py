@@ -24,6 +24,7 @@ import sympy as sp
 from mpmath.libmp import prec_to_dps
 from sympy.codegen.cfunctions import expm1
 
+from dualact.symbolic.pointwise import gate_heavisides, merge_exp_products
 from dualact.symbolic.symbols import q11, q12, q22
 
 
@@ -401,46 +402,6 @@ class logistic(sp.Function):  # noqa: N801 - printed name
         return self.rewrite(sp.exp).evalf(prec_to_dps(prec)) if u.is_number else self.func(u.evalf(prec_to_dps(prec)))
 
 
-class heaviside_gate(sp.Function):  # noqa: N801 - printed name
-    """H(g)·F with H(0) = h0, args (g, F, h0), printed as ``_num.gate(g, F, h0)``: a selection, so an F that
-    overflows or is undefined where g < 0 (e^y − 1 for y > 709 in ELU(y), log of a negative number) gives 0
-    there, where the product 0·inf gave NaN."""
-
-    nargs = 3
-    is_real = True
-
-    def _eval_rewrite_as_Heaviside(self, g, f, h0, **kwargs):
-        return sp.Heaviside(g, h0) * f
-
-
-def _gate_heavisides(expr: sp.Expr) -> sp.Expr:
-    """Every product c·H(g_1)···H(g_k)·F (F not a number) becomes c·gate(g_1, ··· gate(g_k, F)), after the
-    terms of each sum with the same Heaviside factors are collected under one gate."""
-
-    def collect(add):
-        groups: dict[tuple, list] = {}
-        for t in add.args:
-            steps = tuple(sorted((f for f in sp.Mul.make_args(t) if isinstance(f, sp.Heaviside)), key=sp.srepr))
-            groups.setdefault(steps, []).append(sp.Mul(*[f for f in sp.Mul.make_args(t) if f not in steps]))
-        if all(len(v) == 1 for v in groups.values()):
-            return add
-        return sp.Add(*[sp.Mul(*steps, sp.Add(*bodies), evaluate=False) for steps, bodies in groups.items()])
-
-    def rewrite(mul):
-        coeff, rest = mul.as_coeff_Mul()
-        factors = sp.Mul.make_args(rest)
-        steps = [f for f in factors if isinstance(f, sp.Heaviside)]
-        body = sp.Mul(*[f for f in factors if not isinstance(f, sp.Heaviside)])
-        if not steps or body.is_number:
-            return mul
-        for h in steps:
-            body = heaviside_gate(h.args[0], body, h.args[1] if len(h.args) > 1 else sp.S.Half)
-        return coeff * body
-
-    expr = expr.replace(lambda e: e.is_Add and e.has(sp.Heaviside), collect)
-    return expr.replace(lambda e: e.is_Mul and any(isinstance(f, sp.Heaviside) for f in e.args), rewrite)
-
-
 def _one_plus_exp(b: sp.Expr):
     """u when ``b`` is 1 + exp(u), else None."""
     if isinstance(b, sp.Add) and len(b.args) == 2 and sp.S.One in b.args:
@@ -524,7 +485,7 @@ def stabilize_pointwise(expr: sp.Expr) -> sp.Expr:
     """
     if expr is None:
         return None
-    return _gate_heavisides(_with_expm1(_stable(sp.sympify(expr))))
+    return gate_heavisides(_with_expm1(_stable(merge_exp_products(sp.sympify(expr)))))
 
 
 def _with_expm1(expr: sp.Expr) -> sp.Expr:

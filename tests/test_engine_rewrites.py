@@ -63,6 +63,9 @@ def test_hermite_fallback_for_exponentially_growing_activation():
     "sign(erf(erfc(x/3)))",  # = 1; erf(erfc(x/3)) underflows to 0 beyond x ≈ 80: one kink there, not hundreds
     "tanh(Max(Max(1, x-1), elu(1)))",  # σ' = 0 below x = 2: its only nonzero values at small scales sit where
     # φ(z) underflows, and the quadrature radius followed that "peak" to the cap (DerivationError)
+    "elu((x + 0.5)*cosh(3*x))",  # SymPy splits e^{(x+½)cosh 3x} into e^{x cosh 3x}·e^{cosh(3x)/2}: 0·inf = NaN
+    # from x ≈ −3 (and e^y·H(−y) from x ≈ 2.5), so every such node was re-evaluated in mpmath (150 s), and the
+    # generated σ gave NaN (the kernel at q = 0 too)
 ])
 def test_composites_found_by_fuzzing(source):
     """Random compositions that raised SymPy or mpmath errors (or hung) before: each derives, and agrees with

@@ -271,6 +271,7 @@ def test_rho_one_between_parallel_inputs_at_huge_variances(name, top32, top64):
     ("selu(x)", 1000.0, 1.0507009873554805 * 1000.0, 1.0507009873554805),
     ("elu(2*x)", 400.0, 800.0, 2.0),  # a derived entry: (e^{2x} − 1)·H(−x) at 2x > 709
     ("x*elu(x)", 1000.0, 1e6, 2000.0),  # x·(e^x − 1)·H(−x) at x = 1000
+    ("elu((x + 0.5)*cosh(3*x))", -3.0, -1.0, 0.0),  # σ' held e^{x cosh 3x}·e^{cosh(3x)/2} = 0·inf at x = −3
 ])
 def test_pointwise_heaviside_products_do_not_overflow_to_nan(source, x0, value, slope):
     """σ and σ' written as H(g)·F are emitted as selections (``_num.gate``): 0 where g < 0 even where F

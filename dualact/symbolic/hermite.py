@@ -258,7 +258,9 @@ def _piece_nodes(t0, t1, P, M):
     return mid[:, None] + half[:, None] * _lobatto(M)[None, :]
 
 
-def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert=None, profile=None):
+def _build_one(
+    f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert=None, profile=None, overflows=False
+):
     """Piecewise Chebyshev tables of ĉ_j(s) for one function f. Returns (big (P,J,M), small (J,m), stats).
 
     J and the certified statistics use the scales s ≤ e^{t_cert} (default: all); the table runs to e^{t1}.
@@ -332,11 +334,15 @@ def _build_one(f, kinks, tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_
             break
         ms *= 2
     small = small[:, : _truncate_len(small, tol_cheb)[0]].copy()
-    # 5. clamping error above the table
-    with np.errstate(all="ignore"):  # NaN where E[f(sz)²] overflows there (exponentially growing f)
-        far, _ = _Coefficients(f, kinks, J, 10 * s_top, profile)(np.array([2 * s_top, 10 * s_top]))
-    at_max = chebval_rows(big[-1], np.array([1.0]))[0]
-    clamp = np.sqrt(np.sum((far - at_max) ** 2, axis=1))
+    # 5. clamping error above the table (none where the table ends because E[f(sz)²] overflows beyond it:
+    # there f itself overflows float64, and every node would be re-evaluated in mpmath for a NaN)
+    if overflows:
+        clamp = [math.nan, math.nan]
+    else:
+        with np.errstate(all="ignore"):
+            far, _ = _Coefficients(f, kinks, J, 10 * s_top, profile)(np.array([2 * s_top, 10 * s_top]))
+        at_max = chebval_rows(big[-1], np.array([1.0]))[0]
+        clamp = np.sqrt(np.sum((far - at_max) ** 2, axis=1))
     coarse_tail = _tails(chat)[:, J] if chat.shape[1] > J else np.zeros(chat.shape[0])
     tmax = float(max(np.max(coarse_tail[in_cert]), np.max(tails_mid[cert]))) + _FLOOR
     if np.any(ext):
@@ -397,10 +403,13 @@ def _finite_scale_limit(
         return ok
 
     coarse = np.unique(np.r_[np.arange(0, probes, stride), probes - 1])
-    ok = finite(coarse)
-    if ok.all():
+    first = None
+    for i in range(coarse.size):  # ascending, one scale at a time: beyond the first failure σ overflows
+        if not finite(coarse[i : i + 1])[0]:
+            first = i
+            break
+    if first is None:
         return t1
-    first = int(np.argmin(ok))
     if first == 0:
         raise DerivationError(f"no Hermite table: E[σ(sz)²] is not finite in float64 at the smallest scale s = "
                               f"{math.exp(t0):.3g} (σ undefined or overflowing on a set the quadrature sees)")
@@ -484,7 +493,8 @@ def build_table(
     fd = lambdify_numpy(derivative_expr)
     radii = _Radii((expr, derivative_expr), t0, t1)
     t_reach = radii.reach()
-    if t_reach < t1:  # σ grows faster than exponentially: the table stops where the quadrature cannot reach
+    overflows = t_reach < t1  # the table ends where σ(sz)²φ(z) has mass beyond |z| = 64 (σ grows fast)
+    if overflows:
         t1, t_cert = t_reach, min(t_cert, t_reach)
     dropped = None
     if t1 > t_cert:  # the extension, where a σ whose float64 formula overflows is evaluated in mpmath
@@ -493,7 +503,7 @@ def build_table(
             t1, dropped = t_cert, seconds
     t_top = _finite_scale_limit((f, fd), kinks, t0, t1, profile=radii.profiles(t1)[0])
     if t_top < t1:  # σ grows exponentially (exp(0.7x) + tanh(x)): E[σ(sz)²] overflows float64 beyond e^{t_top}
-        t1, t_cert = t_top, min(t_cert, t_top)
+        t1, t_cert, overflows = t_top, min(t_cert, t_top), True
         if t_top < min(math.log(_CORE_SCALE), t_cert_requested):
             raise DerivationError(
                 f"no Hermite table: E[σ(sz)²] or E[σ'(sz)²] is not finite in float64 beyond s = {math.exp(t_top):.3g} "
@@ -507,7 +517,7 @@ def build_table(
         )
     P = pieces if pieces is not None else max(1, int(math.ceil((t1 - t0) / 1.2)))
     profile, runtime_profile = radii.profiles(t1)
-    build = (tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert, profile)
+    build = (tol, t0, t1, P, max_terms, m_start, m_max, deadline, t_cert, profile, overflows)
     c_big, c_small, c_stats = _build_one(f, kinks, *build)
     d_big, d_small, d_stats = _build_one(fd, kinks, *build)
     meta = {

@@ -39,6 +39,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from dualact.symbolic.pointwise import overflow_safe
 from dualact.symbolic.symbols import x
 
 __all__ = [
@@ -247,7 +248,12 @@ def _npheaviside(t, h0=0.5):
 
 # Printed as plain calls: SymPy's numpy printer rewrites Heaviside as a Piecewise, whose construction
 # simplifies the conditions (as_set, periodicity) and took minutes for nested Max of cosh (a composite σ').
-NUMPY_FUNCTIONS = {"Max": _npmax, "Min": _npmin, "Heaviside": _npheaviside}
+def _npgate(g, value, h0=0.5):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(g > 0, value, np.where(g < 0, 0.0, h0 * value))
+
+
+NUMPY_FUNCTIONS = {"Max": _npmax, "Min": _npmin, "Heaviside": _npheaviside, "heaviside_gate": _npgate}
 
 
 def lambdify_numpy(expr) -> ArrayFn:
@@ -262,7 +268,9 @@ def lambdify_numpy(expr) -> ArrayFn:
     """
     expr = sp.sympify(expr).replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     _check_univariate(expr)
-    fn = sp.lambdify(x, expr, modules=[NUMPY_FUNCTIONS, "scipy", "numpy"])
+    # overflow-safe forms: 0·inf = NaN (e^{x cosh 3x}·e^{cosh(3x)/2}·H(…)) sent every such node
+    # to the mpmath re-evaluation below, minutes for a Hermite table
+    fn = sp.lambdify(x, overflow_safe(expr), modules=[NUMPY_FUNCTIONS, "scipy", "numpy"])
     slow = None
 
     def f(t):
