@@ -76,7 +76,7 @@ def activation(x, *, alpha=0.01):
 def derivative(x, *, alpha=0.01):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    return alpha + _num.gate(x, 1 - alpha, 0.5)
+    return _num.by_sign(x, 1, alpha, (1/2)*alpha + 1/2)
 
 
 def _mean(q, alpha):

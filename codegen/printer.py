@@ -52,6 +52,8 @@ class JaxCodePrinter(JaxPrinter):
             return f"_num.unscale({self._print(value)}, {self._print(scale)}, {float(degree)!r})"
         if name in ("exp_diff", "gram_det", "sqrt_gram_det"):
             return f"_num.{name}({', '.join(self._print(a) for a in expr.args)})"
+        if name == "sign_select":
+            return f"_num.by_sign({', '.join(self._print(a) for a in expr.args)})"
         if name == "heaviside_gate":
             g, f, h0 = expr.args
             return f"_num.gate({self._print(g)}, {self._print(f)}, {float(h0)!r})"

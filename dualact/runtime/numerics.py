@@ -270,3 +270,11 @@ def gate(g, value, at_zero=0.5):
     [0.0, 1.0, 3.0]
     """
     return jnp.where(g > 0, value, jnp.where(g < 0, jnp.zeros_like(value), at_zero * value))
+
+
+def by_sign(g, positive, negative, zero):
+    """``positive`` where g > 0, ``negative`` where g < 0, ``zero`` where g = 0 (a sum of Heaviside products
+    of one argument, each branch simplified on its own: exact zeros, no 0·inf = NaN)."""
+    dtype = jnp.result_type(g, positive, negative, zero)
+    dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+    return jnp.where(g > 0, positive, jnp.where(g < 0, negative, zero)).astype(dtype)

@@ -1,8 +1,9 @@
 """Pointwise σ(x), σ'(x) in forms whose evaluation does not turn an overflow into NaN.
 
-* Products with Heaviside factors become selections, H(g)·F → ``heaviside_gate(g, F, H(0))``: evaluated as a
-  product, H(g)·F is 0·inf = NaN wherever F overflows (or is undefined) on the side where g < 0 (ELU's
-  e^x·H(−x) for x > 709).
+* Products with Heaviside factors become selections, H(g)·F → ``heaviside_gate(g, F, H(0))``, and a sum whose
+  Heavisides share one argument the branch of its sign, ``sign_select(g, value for g > 0, for g < 0, at 0)``:
+  evaluated as a product, H(g)·F is 0·inf = NaN wherever F overflows (or is undefined) on the side where g < 0
+  (ELU's e^x·H(−x) for x > 709), and a sum of such products leaves rounding noise where it cancels.
 * Products of exponentials become one exponential, e^a·e^b → e^{a+b}: SymPy splits e^{(x+½)cosh 3x} into
   e^{x cosh 3x}·e^{cosh(3x)/2}, which is 0·inf = NaN from x ≈ −3.
 
@@ -11,15 +12,17 @@ The generated JAX code (``_num.gate``) and the engine's numpy callables
 
 >>> import sympy as sp
 >>> from dualact.symbolic.symbols import x
->>> gate_heavisides((sp.exp(x) - 1) * sp.Heaviside(-x) + x * sp.Heaviside(x) + 2 * x * sp.Heaviside(x))
-heaviside_gate(-x, exp(x) - 1, 1/2) + 3*heaviside_gate(x, x, 1/2)
+>>> gate_heavisides((sp.exp(x) - 1) * sp.Heaviside(-x) + 3 * x * sp.Heaviside(x))
+sign_select(-x, exp(x) - 1, 3*x, 3*x/2 + exp(x)/2 - 1/2)
+>>> gate_heavisides(x * sp.Heaviside(x) * sp.Heaviside(1 - x))
+heaviside_gate(1 - x, heaviside_gate(x, x, 1/2), 1/2)
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-__all__ = ["gate_heavisides", "heaviside_gate", "merge_exp_products", "overflow_safe"]
+__all__ = ["gate_heavisides", "heaviside_gate", "merge_exp_products", "overflow_safe", "sign_select"]
 
 
 class heaviside_gate(sp.Function):  # noqa: N801 - printed name
@@ -34,18 +37,50 @@ class heaviside_gate(sp.Function):  # noqa: N801 - printed name
         return sp.Heaviside(g, h0) * f
 
 
-def gate_heavisides(expr: sp.Expr) -> sp.Expr:
-    """Every product c·H(g_1)···H(g_k)·F (F not a number) becomes c·gate(g_1, ··· gate(g_k, F)), after the
-    terms of each sum with the same Heaviside factors are collected under one gate."""
+class sign_select(sp.Function):  # noqa: N801 - printed name
+    """The branch of (positive, negative, zero) chosen by the sign of g; args (g, positive, negative, zero),
+    printed as ``_num.by_sign(g, positive, negative, zero)``."""
 
-    def collect(add):
-        groups: dict[tuple, list] = {}
-        for t in add.args:
-            steps = tuple(sorted((f for f in sp.Mul.make_args(t) if isinstance(f, sp.Heaviside)), key=sp.srepr))
-            groups.setdefault(steps, []).append(sp.Mul(*[f for f in sp.Mul.make_args(t) if f not in steps]))
-        if all(len(v) == 1 for v in groups.values()):
-            return add
-        return sp.Add(*[sp.Mul(*steps, sp.Add(*bodies), evaluate=False) for steps, bodies in groups.items()])
+    nargs = 4
+    is_real = True
+
+
+def _same_argument(heavisides) -> sp.Expr | None:
+    """g when every Heaviside's argument is g or −g (one kink), else None."""
+    g = min((h.args[0] for h in heavisides), key=sp.default_sort_key)  # deterministic (generated code)
+    for h in heavisides:
+        a = h.args[0]
+        if sp.expand(a - g) != 0 and sp.expand(a + g) != 0:
+            return None
+    return g
+
+
+def _by_region(add):
+    """A sum whose Heaviside factors share one argument ±g, as sign_select(g, value for g > 0, for g < 0, at
+    g = 0), each branch the sum with its Heavisides replaced by 1 or 0 (H(0) at g = 0): x − ½ − (x − ½)H(½ − x)
+    is then exactly 0 for x < ½ (as a product and sum it left rounding noise, ~1e-17, where relu(x − ½)'s far
+    tail is e^{−125})."""
+    hs = {f for t in add.args for f in sp.Mul.make_args(t) if isinstance(f, sp.Heaviside)}
+    products = [t for t in add.args if t.has(sp.Heaviside) and not t.as_independent(sp.Heaviside)[0].is_number]
+    if not hs or not products:  # only c·H(g) terms: nothing to overflow or cancel
+        return add
+    g = _same_argument(hs)
+    if g is None:
+        return add
+
+    def value(sign):
+        rep = {}
+        for h in hs:
+            h0 = h.args[1] if len(h.args) > 1 else sp.S.Half
+            rep[h] = h0 if sign == 0 else sp.S.One if (sign > 0) == (sp.expand(h.args[0] - g) == 0) else sp.S.Zero
+        return add.xreplace(rep)
+
+    return sign_select(g, value(1), value(-1), value(0))
+
+
+def gate_heavisides(expr: sp.Expr) -> sp.Expr:
+    """A sum whose Heaviside factors share one argument ±g becomes ``sign_select`` (:func:`_by_region`); any
+    other product c·H(g_1)···H(g_k)·F (F not a number) becomes c·gate(g_1, ··· gate(g_k, F))."""
 
     def rewrite(mul):
         coeff, rest = mul.as_coeff_Mul()
@@ -58,7 +93,7 @@ def gate_heavisides(expr: sp.Expr) -> sp.Expr:
             body = heaviside_gate(h.args[0], body, h.args[1] if len(h.args) > 1 else sp.S.Half)
         return coeff * body
 
-    expr = expr.replace(lambda e: e.is_Add and e.has(sp.Heaviside), collect)
+    expr = expr.replace(lambda e: e.is_Add and e.has(sp.Heaviside), _by_region)
     return expr.replace(lambda e: e.is_Mul and any(isinstance(f, sp.Heaviside) for f in e.args), rewrite)
 
 

@@ -253,7 +253,13 @@ def _npgate(g, value, h0=0.5):
         return np.where(g > 0, value, np.where(g < 0, 0.0, h0 * value))
 
 
-NUMPY_FUNCTIONS = {"Max": _npmax, "Min": _npmin, "Heaviside": _npheaviside, "heaviside_gate": _npgate}
+def _npbysign(g, positive, negative, zero):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(g > 0, positive, np.where(g < 0, negative, zero))
+
+
+NUMPY_FUNCTIONS = {"Max": _npmax, "Min": _npmin, "Heaviside": _npheaviside, "heaviside_gate": _npgate,
+                   "sign_select": _npbysign}
 
 
 def lambdify_numpy(expr) -> ArrayFn:
