@@ -101,7 +101,11 @@ def activation(x):
 def derivative(x):
     """σ'(x), the almost-everywhere derivative."""
     (x,) = _floats(x)
-    return (1.0507009873554805)*jnp.heaviside(x, 0.5) + (1.7580993408473768)*_num.gate(-jnp.expm1(x), jnp.exp(x), 0.5)
+    t0 = -jnp.expm1(x)
+    t1 = jnp.exp(x)
+    t2 = (1.7580993408473768)*t1
+    t3 = (0.8790496704236884)*t1
+    return _num.by_sign(x, _num.by_sign(t0, t2 + 1.0507009873554805, 1.0507009873554805, t3 + 1.0507009873554805), _num.by_sign(t0, t2, 0, t3), _num.by_sign(t0, t2 + 0.5253504936777402, 0.5253504936777402, t3 + 0.5253504936777402))
 
 
 def nngp(q11, q12, q22):

@@ -485,7 +485,9 @@ def stabilize_pointwise(expr: sp.Expr) -> sp.Expr:
     """
     if expr is None:
         return None
-    return gate_heavisides(_with_expm1(_stable(merge_exp_products(sp.sympify(expr)))))
+    # the sign regions first: each branch cancels symbolically before e^u − 1 pairs become expm1(u) (which
+    # would hide e^{3x} − e^{3x}·H(x) = 0 inside expm1(3x) − e^{3x}, off by 1 at x = 30)
+    return _with_expm1(gate_heavisides(_stable(merge_exp_products(sp.sympify(expr)))))
 
 
 def _with_expm1(expr: sp.Expr) -> sp.Expr:

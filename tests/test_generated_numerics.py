@@ -272,20 +272,24 @@ def test_rho_one_between_parallel_inputs_at_huge_variances(name, top32, top64):
     ("elu(2*x)", 400.0, 800.0, 2.0),  # a derived entry: (e^{2x} − 1)·H(−x) at 2x > 709
     ("x*elu(x)", 1000.0, 1e6, 2000.0),  # x·(e^x − 1)·H(−x) at x = 1000
     ("elu((x + 0.5)*cosh(3*x))", -3.0, -1.0, 0.0),  # σ' held e^{x cosh 3x}·e^{cosh(3x)/2} = 0·inf at x = −3
+    # e^{3x} − e^{3x}·H(x) in the Heaviside normal form swallowed 3x in floating point from x ≈ 12 (σ(30) was 2)
+    ("Max(elu(3*x), (1 + x/3)*(2 - 0.3*x))", 30.0, 90.0, 3.0),
 ])
 def test_pointwise_heaviside_products_do_not_overflow_to_nan(source, x0, value, slope):
     """σ and σ' written as H(g)·F are emitted as selections (``_num.gate``): 0 where g < 0 even where F
     overflows there, and the same values as the products everywhere else."""
     from dualact.symbolic.normalize import to_heaviside
     from dualact.symbolic.parse import parse_activation
-    from dualact.symbolic.quadrature import lambdify_mpmath
+    from dualact.symbolic.quadrature import lambdify_mpmath, lambdify_numpy
 
     k = dualact.derive(source)
     act, der = k.module.activation, k.module.derivative
     assert float(act(jnp.asarray(x0))) == pytest.approx(value, rel=1e-12)
     if slope is not None:
         assert float(der(jnp.asarray(x0))) == pytest.approx(slope, rel=1e-12)
-    ref_fn = lambdify_mpmath(to_heaviside(parse_activation(source).expr))
+    sigma = to_heaviside(parse_activation(source).expr)
+    assert float(lambdify_numpy(sigma)(np.array([x0]))[0]) == pytest.approx(value, rel=1e-12)  # the engine's
+    ref_fn = lambdify_mpmath(sigma)
     xs = np.linspace(-3.0, 3.0, 61)
     ref = np.array([float(ref_fn(v)) for v in xs])
     assert np.allclose(np.asarray(act(jnp.asarray(xs))), ref, rtol=1e-13, atol=1e-15)

@@ -1,7 +1,7 @@
 """Pointwise σ(x), σ'(x) in forms whose evaluation does not turn an overflow into NaN.
 
-* Products with Heaviside factors become selections, H(g)·F → ``heaviside_gate(g, F, H(0))``, and a sum whose
-  Heavisides share one argument the branch of its sign, ``sign_select(g, value for g > 0, for g < 0, at 0)``:
+* Products with Heaviside factors become selections, H(g)·F → ``heaviside_gate(g, F, H(0))``, and a sum with
+  at most three Heaviside arguments the branch of their signs, ``sign_select(g, value for g > 0, for g < 0, at 0)``:
   evaluated as a product, H(g)·F is 0·inf = NaN wherever F overflows (or is undefined) on the side where g < 0
   (ELU's e^x·H(−x) for x > 709), and a sum of such products leaves rounding noise where it cancels.
 * Products of exponentials become one exponential, e^a·e^b → e^{a+b}: SymPy splits e^{(x+½)cosh 3x} into
@@ -45,42 +45,58 @@ class sign_select(sp.Function):  # noqa: N801 - printed name
     is_real = True
 
 
-def _same_argument(heavisides) -> sp.Expr | None:
-    """g when every Heaviside's argument is g or −g (one kink), else None."""
-    g = min((h.args[0] for h in heavisides), key=sp.default_sort_key)  # deterministic (generated code)
-    for h in heavisides:
-        a = h.args[0]
-        if sp.expand(a - g) != 0 and sp.expand(a + g) != 0:
-            return None
-    return g
+_MAX_REGION_ARGUMENTS = 3  # distinct Heaviside arguments split into sign regions (3^k branches)
+
+
+def _arguments(heavisides) -> list[sp.Expr] | None:
+    """The distinct arguments g of the Heavisides, up to sign (H(−g) counts as g), in a deterministic order;
+    None if there are more than :data:`_MAX_REGION_ARGUMENTS`."""
+    args: list[sp.Expr] = []
+    for a in sorted((h.args[0] for h in heavisides), key=sp.default_sort_key):
+        if not any(sp.expand(a - g) == 0 or sp.expand(a + g) == 0 for g in args):
+            args.append(a)
+    return args if len(args) <= _MAX_REGION_ARGUMENTS else None
 
 
 def _by_region(add):
-    """A sum whose Heaviside factors share one argument ±g, as sign_select(g, value for g > 0, for g < 0, at
-    g = 0), each branch the sum with its Heavisides replaced by 1 or 0 (H(0) at g = 0): x − ½ − (x − ½)H(½ − x)
-    is then exactly 0 for x < ½ (as a product and sum it left rounding noise, ~1e-17, where relu(x − ½)'s far
-    tail is e^{−125})."""
+    """A sum of Heaviside products with at most three distinct arguments ±g as nested sign_select(g, value for
+    g > 0, for g < 0, at g = 0), each branch the sum with the Heavisides of g replaced by 1 or 0 (H(0) at
+    g = 0), so that SymPy cancels what the branch cancels: x − ½ − (x − ½)H(½ − x) is then exactly 0 for
+    x < ½ (evaluated as written it left ~1e-17 of rounding noise where relu(x − ½)'s far tail is e^{−125}),
+    and e^{3x} − e^{3x}H(x) in max(elu(3x), p(x)) is 0 for x > 0 (in floating point it swallowed 3x from
+    x ≈ 12)."""
     hs = {f for t in add.args for f in sp.Mul.make_args(t) if isinstance(f, sp.Heaviside)}
     products = [t for t in add.args if t.has(sp.Heaviside) and not t.as_independent(sp.Heaviside)[0].is_number]
     if not hs or not products:  # only c·H(g) terms: nothing to overflow or cancel
         return add
-    g = _same_argument(hs)
-    if g is None:
+    args = _arguments(hs)
+    if args is None:
         return add
 
-    def value(sign):
-        rep = {}
-        for h in hs:
-            h0 = h.args[1] if len(h.args) > 1 else sp.S.Half
-            rep[h] = h0 if sign == 0 else sp.S.One if (sign > 0) == (sp.expand(h.args[0] - g) == 0) else sp.S.Zero
-        return add.xreplace(rep)
+    def split(expr, gs):
+        if not gs:
+            return expr
+        g, rest = gs[0], gs[1:]
+        mine = {h for h in expr.atoms(sp.Heaviside)
+                if sp.expand(h.args[0] - g) == 0 or sp.expand(h.args[0] + g) == 0}
 
-    return sign_select(g, value(1), value(-1), value(0))
+        def value(sign):
+            rep = {}
+            for h in mine:
+                h0 = h.args[1] if len(h.args) > 1 else sp.S.Half
+                same = sp.expand(h.args[0] - g) == 0
+                rep[h] = h0 if sign == 0 else sp.S.One if (sign > 0) == same else sp.S.Zero
+            return split(expr.xreplace(rep), rest)
+
+        return sign_select(g, value(1), value(-1), value(0))
+
+    return split(add, args)
 
 
 def gate_heavisides(expr: sp.Expr) -> sp.Expr:
-    """A sum whose Heaviside factors share one argument ±g becomes ``sign_select`` (:func:`_by_region`); any
-    other product c·H(g_1)···H(g_k)·F (F not a number) becomes c·gate(g_1, ··· gate(g_k, F))."""
+    """A sum of Heaviside products with at most three distinct arguments becomes nested ``sign_select``
+    (:func:`_by_region`); any other product c·H(g_1)···H(g_k)·F (F not a number) becomes
+    c·gate(g_1, ··· gate(g_k, F))."""
 
     def rewrite(mul):
         coeff, rest = mul.as_coeff_Mul()
