@@ -230,22 +230,13 @@ def _digits(n_train, quick):
 # ---- step 4 ----------------------------------------------------------------------------------------------
 
 
-def _hermite_basis(xs: np.ndarray, J: int) -> np.ndarray:
-    """Normalised probabilists' Hermite polynomials h_j = He_j/√j! at ``xs``, shape (J, len(xs))."""
-    h = np.empty((J, xs.size))
-    h[0] = 1.0
-    if J > 1:
-        h[1] = xs
-    for j in range(1, J - 1):
-        h[j + 1] = (xs * h[j] - math.sqrt(j) * h[j - 1]) / math.sqrt(j + 1)
-    return h
-
-
 def _plot_hermite_approximation(plt, k, path: Path, quick: bool) -> Path:
     xs = np.linspace(-4, 4, 401)
     terms = (2, 4, 8) if quick else (2, 4, 8, 16)
     c = k.hermite_coefficients(1.0, max(terms))
-    h = _hermite_basis(xs, max(terms))
+    from dualact.symbolic.hermite_quadrature import hermite_matrix
+
+    h = hermite_matrix(xs, max(terms))
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.plot(xs, np.asarray(k.activation(xs)), "k", lw=2.5, label="σ(x)")
     for J in terms:

@@ -269,7 +269,7 @@ def gate(g, value, at_zero=0.5):
     >>> [float(v) for v in gate(jnp.array([-1.0, 0.0, 1.0]), jnp.array([jnp.inf, 2.0, 3.0]))]
     [0.0, 1.0, 3.0]
     """
-    return jnp.where(g > 0, value, jnp.where(g < 0, jnp.zeros_like(value), at_zero * value))
+    return by_sign(g, value, jnp.zeros_like(value), at_zero * value)
 
 
 def by_sign(g, positive, negative, zero):

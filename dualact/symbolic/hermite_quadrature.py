@@ -21,6 +21,7 @@ import sympy as sp
 from dualact.errors import DerivationError
 from dualact.symbolic.quadrature import (
     _X_GEO,
+    _log_abs_mp,
     _numpy_log_abs,
     find_kinks,
     gauss_legendre,
@@ -32,7 +33,7 @@ from dualact.symbolic.quadrature import (
     mp_panel_rule,
 )
 
-__all__ = ["RadiusProfile", "hermite_coefficients", "hermite_coefficients_f64"]
+__all__ = ["RadiusProfile", "hermite_coefficients", "hermite_coefficients_f64", "hermite_matrix"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,14 +106,8 @@ def _mp_log_abs(f_mp):
     """Vectorised log|f| of a scalar mpmath callable (−∞ where f is 0 or undefined)."""
 
     def log_abs(t):
-        out = []
-        for v in np.asarray(t, dtype=np.float64).ravel():
-            try:
-                y = abs(f_mp(mpmath.mpf(float(v))))
-                out.append(float(mpmath.log(y)) if y else -math.inf)
-            except (ZeroDivisionError, ValueError, TypeError):
-                out.append(-math.inf)
-        return np.asarray(out).reshape(np.shape(t))
+        values = [_log_abs_mp(f_mp, float(v), undefined=-math.inf) for v in np.asarray(t, dtype=np.float64).ravel()]
+        return np.asarray(values).reshape(np.shape(t))
 
     return log_abs
 
@@ -213,7 +208,7 @@ def _weighted(f, scales: np.ndarray, z: np.ndarray, r: np.ndarray, radii: np.nda
     return out
 
 
-def _hermite_matrix(z: np.ndarray, J: int) -> np.ndarray:
+def hermite_matrix(z: np.ndarray, J: int) -> np.ndarray:
     """h_j(z_i) for j < J (shape (J, N)) by the normalised three-term recurrence."""
     H = np.empty((J, z.size))
     H[0] = 1.0
@@ -245,7 +240,7 @@ def hermite_coefficients_f64(
     if all(k == 0 for k in kinks):
         z, r = _shared_grid(float(np.max(np.abs(scales))), J, L)
         g = _weighted(f, scales, z, r, radii)
-        return (g * r) @ _hermite_matrix(z, J).T, np.sum(g * g, axis=1)
+        return (g * r) @ hermite_matrix(z, J).T, np.sum(g * g, axis=1)
     z, r = _node_grid(scales, kinks, J, L)
     g = _weighted(f, scales, z, r, radii)
     E = np.sum(g * g, axis=1)
@@ -278,7 +273,7 @@ class _Coefficients:
         self.kinks = tuple(k for k in kinks if k != 0)
         self.edges, self.z, self.r = _shared_grid(s_top, J, self.profile.max, with_edges=True)
         self.n = _nodes_per_panel(J)
-        self.H = _hermite_matrix(self.z, J).T  # (N, J)
+        self.H = hermite_matrix(self.z, J).T  # (N, J)
 
     def _split(self, scales):
         """Per-scale replacement panels for the kinks: (mask (M, P), extra z (M, X), extra √(w·φ) (M, X))."""

@@ -248,14 +248,14 @@ def _npheaviside(t, h0=0.5):
 
 # Printed as plain calls: SymPy's numpy printer rewrites Heaviside as a Piecewise, whose construction
 # simplifies the conditions (as_set, periodicity) and took minutes for nested Max of cosh (a composite σ').
-def _npgate(g, value, h0=0.5):
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.where(g > 0, value, np.where(g < 0, 0.0, h0 * value))
-
-
 def _npbysign(g, positive, negative, zero):
     with np.errstate(invalid="ignore", over="ignore"):
         return np.where(g > 0, positive, np.where(g < 0, negative, zero))
+
+
+def _npgate(g, value, h0=0.5):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _npbysign(g, value, 0.0, h0 * value)
 
 
 NUMPY_FUNCTIONS = {"Max": _npmax, "Min": _npmin, "Heaviside": _npheaviside, "heaviside_gate": _npgate,
@@ -408,14 +408,13 @@ _LOG_NEGLIGIBLE = -690.0
 def log_abs_function(expr) -> ArrayFn:
     """Vectorised log|σ(x)| of a SymPy σ: float64 where σ is finite there, mpmath where σ overflows float64
     (exp(3x) at x = 300), so that the growth of σ is seen beyond float64's range."""
-    f = lambdify_numpy(expr)
+    fast = _numpy_log_abs(lambdify_numpy(expr))
     slow = None
 
     def log_abs(t):
         nonlocal slow
         t = np.asarray(t, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            out = np.log(np.abs(f(t)))
+        out = fast(t)
         big = np.isposinf(out)
         if np.any(big):
             slow = lambdify_mpmath(expr) if slow is None else slow
@@ -426,11 +425,12 @@ def log_abs_function(expr) -> ArrayFn:
     return log_abs
 
 
-def _log_abs_mp(slow: Callable, t: float) -> float:
+def _log_abs_mp(slow: Callable, t: float, undefined: float = math.inf) -> float:
+    """log|slow(t)| for a scalar mpmath callable (−∞ where it is 0, ``undefined`` where it raises)."""
     try:
         return float(mpmath.log(abs(slow(mpmath.mpf(t)))))
     except (ZeroDivisionError, ValueError, TypeError):
-        return math.inf
+        return undefined
 
 
 def gaussian_radii(log_abs_fns: Sequence[ArrayFn], scales, *, tail, floor, cap: float = 64.0) -> np.ndarray:
